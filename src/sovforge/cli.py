@@ -27,7 +27,6 @@ console = Console(stderr=True)
 app = typer.Typer(
     name="sovforge",
     help="Sovereign LLM → defence-specialised, lightweight, safely served models. Air-gapped by default.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
@@ -62,14 +61,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def root(
+    ctx: typer.Context,
     allow_network: Annotated[bool, typer.Option(
         "--allow-network", help="Allow connections beyond loopback (default: refused, air-gapped).")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     if version:
         typer.echo(f"sovforge {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit(0)
     enforce_offline(allow_network=allow_network or os.environ.get("SOVFORGE_ALLOW_NETWORK") == "1")
 
@@ -79,7 +82,7 @@ def _not_built(verb: str) -> None:
         console.print(f"sovforge {verb}: not built yet")
         raise typer.Exit(2)
 
-    app.command(verb, help=f"[not built yet] the {verb} verb.", context_settings={
+    app.command(verb, help=f"(not built yet) the {verb} verb.", context_settings={
         "allow_extra_args": True, "ignore_unknown_options": True})(placeholder)
 
 
