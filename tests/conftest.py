@@ -68,3 +68,29 @@ def shared_corpus() -> Path:
     if not SHARED_CORPUS.is_dir():
         pytest.skip(f"shared corpus not found at {SHARED_CORPUS}")
     return SHARED_CORPUS
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A plain local Qwen2-architecture checkpoint (no manifest), like A.X 4.0 Light but 2 layers / hidden 64."""
+    import shutil
+
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sovforge.model.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen2"
+    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    for extra in ("manifest.json",):
+        if (out / extra).exists():
+            (out / extra).unlink()
+    shutil.rmtree(out / "__pycache__", ignore_errors=True)
+    return out

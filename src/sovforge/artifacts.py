@@ -365,6 +365,7 @@ def build_artifact(out: str | Path, *, kind: str, overwrite: bool = True) -> Ite
         yield staging
         if staging.manifest is None:
             raise LineageError(f"stage wrote {out} but never called finish(); artifact discarded")
+        staging.path.chmod(0o755)  # mkdtemp makes 0700; an artifact is meant to be read by its users
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -22,7 +22,7 @@ from rich.console import Console
 from sovforge import __version__
 from sovforge.offline import enforce_offline
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="sovforge",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ def _cached(state: dict[str, Any], stage: str, key: str) -> Path | None:
 def run_recipe(recipe: Recipe, *, from_stage: str | None = None, only: list[str] | None = None,
                console: Console | None = None) -> dict[str, Path]:
     """Run the recipe's stages; return {stage: artifact path} for every stage that ran or was reused."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     stages = recipe.selected_stages()
     if only:
         stages = [s for s in stages if s in only]
@@ -143,6 +144,8 @@ def run_recipe(recipe: Recipe, *, from_stage: str | None = None, only: list[str]
         path = Path(runner(cfg, ctx))
         artifact = open_input(path)
         if artifact.classification > parse_level(recipe.max_classification):
+            if (path / MANIFEST).exists() and path.resolve().is_relative_to(workdir.resolve()):
+                shutil.rmtree(path)  # never leave an artifact above the recipe's ceiling lying in the workdir
             raise RecipeError(
                 f"stage {stage} produced a {artifact.classification} artifact, above the recipe's "
                 f"max_classification {recipe.max_classification}"

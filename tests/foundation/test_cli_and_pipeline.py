@@ -128,3 +128,28 @@ def test_planted_rrns_have_valid_checksums():
         digits = [int(d) for d in re.sub(r"\D", "", card(rng))]
         total = sum(d if i % 2 == 0 else (d * 2 - 9 if d * 2 > 9 else d * 2) for i, d in enumerate(reversed(digits)))
         assert total % 10 == 0
+
+
+def test_any_local_hf_checkpoint_can_be_the_base(tmp_path, tiny_qwen2):
+    from sovforge.artifacts import load_artifact, open_input, verify
+    from sovforge.model.loading import load_model
+
+    path = tmp_path / "qwen.yaml"
+    path.write_text(yaml.safe_dump({"name": "q", "workdir": str(tmp_path / "work"), "max_classification": "RESTRICTED",
+                                    "base": {"path": str(tiny_qwen2), "classification": "대외비"}}))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "work" / "state.json").read_text())
+    adopted = Path(state["base"]["artifact"])
+    assert adopted == tmp_path / "work" / "base"
+    artifact = load_artifact(adopted)
+    assert str(artifact.classification) == "RESTRICTED" and artifact.manifest["inputs"] == [open_input(tiny_qwen2).id]
+    assert load_model(adopted).config.model_type == "qwen2"
+    assert verify(adopted).ok
+    again = runner.invoke(app, ["run", str(path)])
+    assert "unchanged, reusing" in again.output
+    # The recipe's ceiling is enforced: the same base under an UNCLASSIFIED recipe is refused.
+    path.write_text(path.read_text().replace("max_classification: RESTRICTED", "max_classification: UNCLASSIFIED"))
+    refused = runner.invoke(app, ["run", str(path), "--from", "base"])
+    assert refused.exit_code == 1 and "above the recipe's max_classification" in refused.output
+    assert not (tmp_path / "work" / "base").exists()

@@ -109,17 +109,42 @@ def pretrain(model: Any, blocks: Any, *, steps: int, batch_size: int, lr: float,
             "tokens": steps * batch_size * blocks.shape[1], "seconds": round(seconds, 2)}
 
 
-def init_base(cfg: BaseConfig, out: str | Path) -> Path:
-    """Build (or adopt) the base model artifact described by `cfg` at `out`."""
+def adopt_checkpoint(source: Path, out: Path, classification: str) -> Path:
+    """Make an existing local HF checkpoint (A.X, Qwen2, Llama...) a signed model artifact.
+
+    Files are hard-linked when `out` is on the same filesystem (no copy of a 15 GB model), copied otherwise.
+    The manifest names the checkpoint's content id as its input and carries the declared classification.
+    """
+    import os
+    import shutil
+
+    from tqdm import tqdm
+
     from sovforge.model.loading import load_tokenizer, model_dir
 
+    model_dir(source)
+    load_tokenizer(source)
+    external = external_model(source, classification)
+    with build_artifact(out, kind="model") as staging:
+        files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name != "manifest.json"
+                 and "__pycache__" not in p.parts]
+        for path in tqdm(files, desc=f"adopting {source.name}", unit="file", leave=False):
+            target = staging.path / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+        staging.finish(inputs=[external], config={"path": str(source.resolve())}, classification=classification,
+                       stats={"files": len(files)}, extra={"model": {"adopted_from": str(source.resolve())}})
+    return out
+
+
+def init_base(cfg: BaseConfig, out: str | Path) -> Path:
+    """Build (or adopt) the base model artifact described by `cfg` at `out`."""
     out = Path(out)
     if cfg.path is not None:
-        # An existing local checkpoint: record it as an input; the artifact is a signed reference copy-free link
-        # would break content hashing, so we verify it loads and wrap it with its content id instead.
-        model_dir(cfg.path)
-        load_tokenizer(cfg.path)
-        return external_model(cfg.path, cfg.classification).path
+        return adopt_checkpoint(Path(cfg.path), out, cfg.classification)
     if not cfg.text:
         raise ValueError("base: give `text` (files/directories to train the tokenizer on) or `path`")
     texts = [t for t in iter_texts(cfg.text) if t.strip()]
