@@ -1,0 +1,1 @@
+"""lm-eval task YAML templates for `sovforge evaluate make-tasks CORPUS --out DIR`."""
