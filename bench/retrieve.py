@@ -1,0 +1,148 @@
+"""`.venv/bin/python bench/retrieve.py` — retrieval quality and speed of `sovforge.rag` on /work/shared/corpus.
+
+Builds a corpus artifact from the shared corpus with a minimal built-in reader (sovforge.ingest has no
+`corpus.iter_documents`/reader yet, so .md front matter title + body, and FM 6-22 HTML block text via selectolax's
+lexbor parser), indexes it with `sovforge.rag.build_index`, answers bench/data/rag_questions.jsonl and prints
+recall@1/@5, MRR, query latency p50/p99 and index build time — side by side with a plain BM25 peer: SQLite FTS5 with
+its default unicode61 word tokenizer over the SAME chunks (no morphemes, no stemming).
+A hit = a returned passage from the gold source file whose text contains the gold substring (whitespace-normalised).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sovforge.artifacts import build_artifact  # noqa: E402
+from sovforge.rag import open_index  # noqa: E402
+from sovforge.rag.index import INDEX_FILE, build_index  # noqa: E402
+
+CORPUS = Path("/work/shared/corpus")
+QUESTIONS = Path(__file__).parent / "data" / "rag_questions.jsonl"
+K = 5
+
+
+def read_shared_corpus() -> list[dict]:
+    docs = []
+    for path in sorted((CORPUS / "ko-defense-law").glob("*.md")):
+        if path.name == "SOURCES.md":
+            continue
+        raw = path.read_text(encoding="utf-8")
+        title = re.search(r"^제목:\s*(.+)$", raw, re.M)
+        docs.append((path, raw, title.group(1).strip() if title else path.stem, "ko"))
+    from selectolax.lexbor import LexborHTMLParser
+
+    html = CORPUS / "en-army-fm" / "fm6_22.html"
+    tree = LexborHTMLParser(html.read_text(encoding="utf-8", errors="replace"))
+    blocks = [" ".join(n.text(separator=" ").split()) for n in tree.css("h1,h2,h3,h4,h5,p,li")]
+    docs.append((html, "\n\n".join(b for b in blocks if b), "FM 6-22 Developing Leaders", "en"))
+    out = []
+    for path, text, title, lang in docs:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        out.append({"id": hashlib.sha256(f"{sha}:{path.name}".encode()).hexdigest()[:32], "text": text,
+                    "source": str(path), "sha256": sha, "lang": lang, "classification": "UNCLASSIFIED",
+                    "redactions": [], "split": "train", "title": title})
+    return out
+
+
+def write_corpus(docs: list[dict], out: Path) -> Path:
+    with build_artifact(out, kind="corpus") as staging:
+        (staging.path / "documents").mkdir()
+        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as fh:
+            for doc in docs:
+                fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        staging.finish(inputs=[], config={"reader": "bench/retrieve.py built-in"},
+                       stats={"documents": len(docs), "splits": {"train": len(docs), "validation": 0}})
+    return out
+
+
+def norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def rank_of_hit(results: list[tuple[str, str]], gold: dict) -> int | None:
+    want = norm(gold["answer_substring"])
+    for rank, (source, text) in enumerate(results, 1):
+        if Path(source).name == gold["source"] and want in norm(text):
+            return rank
+    return None
+
+
+def plain_bm25_peer(index_db: Path) -> tuple[sqlite3.Connection, float]:
+    """FTS5 over the same chunks' raw text with SQLite's default unicode61 tokenizer (the obvious plain peer)."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE peer USING fts5(text, source UNINDEXED)")
+    src = sqlite3.connect(str(index_db))
+    start = time.perf_counter()
+    db.executemany("INSERT INTO peer (text, source) VALUES (?, ?)",
+                   src.execute("SELECT title || ' ' || heading || ' ' || text, source FROM chunks"))
+    db.commit()
+    return db, time.perf_counter() - start
+
+
+def peer_search(db: sqlite3.Connection, question: str, k: int) -> list[tuple[str, str]]:
+    words = re.findall(r"\w+", question)
+    if not words:
+        return []
+    match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    return [(s, t) for t, s in db.execute(
+        "SELECT text, source FROM peer WHERE peer MATCH ? ORDER BY bm25(peer) LIMIT ?", (match, k))]
+
+
+def evaluate(name: str, search, questions: list[dict]) -> dict:
+    ranks, latencies = [], []
+    for q in questions:
+        start = time.perf_counter()
+        results = search(q["question"])
+        latencies.append((time.perf_counter() - start) * 1000)
+        ranks.append(rank_of_hit(results, q))
+    n = len(questions)
+    lat = sorted(latencies)
+    by_lang = {}
+    for lang in sorted({q["lang"] for q in questions}):
+        idx = [i for i, q in enumerate(questions) if q["lang"] == lang]
+        by_lang[lang] = sum(1 for i in idx if ranks[i] is not None) / len(idx)
+    return {"name": name, "recall@1": sum(1 for r in ranks if r == 1) / n,
+            "recall@5": sum(1 for r in ranks if r is not None) / n,
+            "mrr": sum(1 / r for r in ranks if r) / n, "p50_ms": statistics.median(lat),
+            "p99_ms": lat[min(n - 1, int(round(0.99 * (n - 1))))], "recall@5_by_lang": by_lang,
+            "misses": [q["question"] for q, r in zip(questions, ranks) if r is None]}
+
+
+def main() -> None:
+    questions = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = read_shared_corpus()
+        corpus = write_corpus(docs, Path(tmp) / "corpus")
+        start = time.perf_counter()
+        index_dir = build_index(corpus, Path(tmp) / "index")
+        build_s = time.perf_counter() - start
+        index = open_index(index_dir)
+        index.search("warm up 준비", k=1)  # load kiwi's model once, outside the timed queries
+        ours = evaluate("sovforge.rag (kiwi morphemes + porter, FTS5 bm25)",
+                        lambda q: [(p.source, p.text) for p in index.search(q, k=K)], questions)
+        peer_db, peer_build_s = plain_bm25_peer(index_dir / INDEX_FILE)
+        peer = evaluate("plain BM25 (FTS5 unicode61 words)", lambda q: peer_search(peer_db, q, K), questions)
+        print(f"corpus: {len(docs)} documents, {index.manifest['stats']['chunks']} chunks; questions: {len(questions)}")
+        print(f"index build: ours {build_s:.2f} s (chunk + analyze + FTS5), peer {peer_build_s:.2f} s (FTS5 only)")
+        print(f"{'system':<52} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'p50 ms':>8} {'p99 ms':>8}  R@5 by lang")
+        for r in (ours, peer):
+            print(f"{r['name']:<52} {r['recall@1']:6.3f} {r['recall@5']:6.3f} {r['mrr']:6.3f} {r['p50_ms']:8.2f} "
+                  f"{r['p99_ms']:8.2f}  {r['recall@5_by_lang']}")
+        print(f"recall@5 difference (ours - peer): {ours['recall@5'] - peer['recall@5']:+.3f}; "
+              f"p50 latency ratio ours/peer: {ours['p50_ms'] / max(peer['p50_ms'], 1e-9):.1f}x")
+        for r in (ours, peer):
+            print(f"misses ({r['name']}): {r['misses']}")
+
+
+if __name__ == "__main__":
+    main()
