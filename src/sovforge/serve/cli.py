@@ -1,0 +1,138 @@
+"""`sovforge serve MODEL`, `sovforge keys create|list|revoke`, `sovforge audit verify|export|purge`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+_DB = typer.Option("--db", help="SQLAlchemy URL (default sqlite under $SOVFORGE_HOME/serve; postgresql+psycopg://...).")
+_PREFIX = typer.Option("--table-prefix", help="Table name prefix.")
+
+
+def _store(db: Optional[str], prefix: str):
+    from sovforge.serve.store import Store
+
+    return Store(db, prefix=prefix)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        model: Annotated[Path, typer.Argument(help="Model artifact or local HF checkpoint to serve.")],
+        host: Annotated[str, typer.Option(help="Interface to bind (loopback unless you mean it).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        db: Annotated[Optional[str], _DB] = None,
+        table_prefix: Annotated[str, _PREFIX] = "sf_",
+        backend: Annotated[str, typer.Option(help="transformers or vllm (vllm needs CUDA).")] = "transformers",
+        device: Annotated[Optional[str], typer.Option(help="Torch device (default cuda if present, else cpu).")] = None,
+        report: Annotated[Optional[Path], typer.Option(help="Evaluation report; model must be its promoted candidate.")] = None,
+        force_unpromoted: Annotated[bool, typer.Option(help="Serve without a report / unpromoted (logged).")] = False,
+        index: Annotated[Optional[Path], typer.Option(help="RAG index artifact for retrieval.")] = None,
+        redis: Annotated[Optional[str], typer.Option(help="redis:// URL for shared rate limits (default in-process).")] = None,
+        requests_per_minute: Annotated[int, typer.Option(help="Per-key requests per minute.")] = 60,
+        tokens_per_day: Annotated[int, typer.Option(help="Per-key tokens per UTC day.")] = 200_000,
+        max_concurrent: Annotated[int, typer.Option(help="Per-key concurrent requests.")] = 4,
+        audit_text: Annotated[bool, typer.Option(help="Store prompt/answer text in the audit log (hashes always).")] = False,
+    ) -> None:
+        """Run the audited, clearance-aware OpenAI-compatible gateway."""
+        import logging
+
+        import uvicorn
+        from pydantic import ValidationError
+
+        from sovforge.cli import fail
+        from sovforge.serve.app import PromotionError, create_app
+        from sovforge.serve.backend import BackendError, make_backend
+        from sovforge.serve.config import ServeConfig
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:
+            cfg = ServeConfig(model=model, host=host, port=port, db=db, table_prefix=table_prefix, backend=backend,
+                              device=device, report=report, force_unpromoted=force_unpromoted, index=index,
+                              redis=redis, requests_per_minute=requests_per_minute, tokens_per_day=tokens_per_day,
+                              max_concurrent=max_concurrent, audit_text=audit_text)
+            from sovforge.artifacts import open_input
+            from sovforge.serve.app import check_promotion
+
+            check_promotion(open_input(model).id, report, force_unpromoted)  # refuse before loading weights
+            engine = make_backend(cfg.backend, model, device=device)  # fail before binding a port
+            application = create_app(cfg, backend=engine)
+        except (ValidationError, PromotionError, BackendError, ValueError, FileNotFoundError) as exc:
+            raise fail(str(exc)) from None
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(f"warning: binding {host}: reachable beyond this machine", err=True)
+        uvicorn.run(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=30)
+
+    keys_app = typer.Typer(help="Manage gateway API keys.", no_args_is_help=True)
+    app.add_typer(keys_app, name="keys")
+
+    @keys_app.command("create")
+    def keys_create(
+        name: Annotated[str, typer.Argument(help="Who the key is for.")],
+        role: Annotated[str, typer.Option(help="user, operator or admin.")] = "user",
+        clearance: Annotated[str, typer.Option(help="Highest classification the key may see.")] = "UNCLASSIFIED",
+        db: Annotated[Optional[str], _DB] = None,
+        table_prefix: Annotated[str, _PREFIX] = "sf_",
+    ) -> None:
+        """Create a key; it is printed once (only its HMAC is stored)."""
+        from sovforge.cli import fail
+
+        try:
+            key_id, key = _store(db, table_prefix).create_key(name, role, clearance)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        typer.echo(json.dumps({"key_id": key_id, "key": key}))
+
+    @keys_app.command("list")
+    def keys_list(db: Annotated[Optional[str], _DB] = None, table_prefix: Annotated[str, _PREFIX] = "sf_") -> None:
+        """List keys (never the key values)."""
+        for row in _store(db, table_prefix).list_keys():
+            typer.echo(json.dumps(row))
+
+    @keys_app.command("revoke")
+    def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (the part after sf-).")],
+                    db: Annotated[Optional[str], _DB] = None, table_prefix: Annotated[str, _PREFIX] = "sf_") -> None:
+        """Revoke a key at once."""
+        from sovforge.cli import fail
+
+        if not _store(db, table_prefix).revoke_key(key_id):
+            raise fail(f"no key {key_id!r}")
+        typer.echo(f"revoked {key_id}")
+
+    audit_app = typer.Typer(help="Check and export the gateway audit log.", no_args_is_help=True)
+    app.add_typer(audit_app, name="audit")
+
+    @audit_app.command("verify")
+    def audit_verify(db: Annotated[Optional[str], _DB] = None, table_prefix: Annotated[str, _PREFIX] = "sf_") -> None:
+        """Check the hash chain and signed Merkle checkpoints; name each tampered record."""
+        from sovforge.cli import fail
+
+        store = _store(db, table_prefix)
+        problems = store.verify()
+        for problem in problems:
+            typer.echo(f"FAIL {problem}")
+        if problems:
+            raise fail(f"audit log tampered: {len(problems)} problem(s)")
+        typer.echo(f"OK {store.count()} records, chain and checkpoints intact")
+
+    @audit_app.command("export")
+    def audit_export(out: Annotated[Optional[Path], typer.Option(help="JSONL file (default stdout).")] = None,
+                     db: Annotated[Optional[str], _DB] = None, table_prefix: Annotated[str, _PREFIX] = "sf_") -> None:
+        """Export records and checkpoints as JSONL for auditors."""
+        lines = _store(db, table_prefix).export()
+        if out is None:
+            for line in lines:
+                sys.stdout.write(line + "\n")
+        else:
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.writelines(line + "\n" for line in lines)
+
+    @audit_app.command("purge")
+    def audit_purge(days: Annotated[int, typer.Option(help="Retention in days.")] = 730,
+                    db: Annotated[Optional[str], _DB] = None, table_prefix: Annotated[str, _PREFIX] = "sf_") -> None:
+        """Delete records older than the retention period (export them first)."""
+        typer.echo(f"purged {_store(db, table_prefix).purge_older_than(days)} records")

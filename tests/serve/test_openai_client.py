@@ -1,0 +1,63 @@
+"""The official `openai` client against a real uvicorn on 127.0.0.1 (free port, server in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_model, tmp_path_factory):
+    import uvicorn
+
+    from sovforge.serve.app import create_app
+    from sovforge.serve.config import ServeConfig
+
+    app = create_app(ServeConfig(model=tiny_model, state_dir=tmp_path_factory.mktemp("live"), force_unpromoted=True))
+    key = app.state.store.create_key("client")[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1", key, app
+    server.should_exit = True
+    thread.join(timeout=30)
+    # graceful shutdown sealed the audit log with a signed checkpoint covering every request
+    assert app.state.store.verify() == []
+
+
+def test_openai_client_unchanged(live_server):
+    from openai import OpenAI
+
+    base_url, key, app = live_server
+    client = OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    assert [m.id for m in client.models.list()] == [app.state.model_id]
+    reply = client.chat.completions.create(model=app.state.model_id, messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=4, temperature=0, seed=3)
+    assert reply.usage.completion_tokens <= 4 and reply.choices[0].finish_reason in ("stop", "length")
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=app.state.model_id, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0,
+        stream=True) if c.choices]
+    assert "".join(pieces) == reply.choices[0].message.content
+    text = client.completions.create(model=app.state.model_id, prompt="the", max_tokens=3, temperature=0)
+    assert text.object == "text_completion"
+
+
+def test_openai_client_sees_clear_errors(live_server):
+    import openai
+
+    base_url, key, app = live_server
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base_url, api_key="sf-bad-key", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        openai.OpenAI(base_url=base_url, api_key=key, max_retries=0).chat.completions.create(
+            model="gpt-4", messages=[{"role": "user", "content": "x"}])
