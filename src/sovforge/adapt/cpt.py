@@ -7,55 +7,25 @@ keeps its general ability. Output: kind "model" (full) or "adapter" (LoRA) artif
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sovforge.adapt.config import AdaptConfig
 from sovforge.adapt.trainer import TrainingError, evaluate_loss, train
+from sovforge.ingest.corpus import iter_documents, packed_tokens
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
-def iter_corpus_documents(corpus_dir: Path, split: str | None = None) -> Iterator[dict[str, Any]]:
-    """Documents of a corpus artifact (contract: documents/*.jsonl[.gz] with a `split` field)."""
-    try:
-        from sovforge.ingest.corpus import iter_documents  # the ingest team's reader, once it exists
-    except ImportError:
-        iter_documents = None
-    if iter_documents is not None:
-        yield from iter_documents(corpus_dir, split=split)
-        return
-    for path in sorted((Path(corpus_dir) / "documents").glob("*.jsonl*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    doc = json.loads(line)
-                    if split is None or doc.get("split", "train") == split:
-                        yield doc
-
-
-def _tokenizer_sha(base: Path) -> str | None:
-    path = base / "tokenizer.json"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-
-
 def corpus_tokens(corpus_dir: Path, base: Path, tokenizer: Any, split: str) -> list[int]:
     """Token stream of one split: the corpus's packed stream if it matches our tokenizer, else re-tokenised."""
-    import numpy as np
-
-    meta_path = corpus_dir / "packed" / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("tokenizer_sha256") == _tokenizer_sha(base) and (corpus_dir / "packed" / f"{split}.npy").exists():
-            return np.load(corpus_dir / "packed" / f"{split}.npy", allow_pickle=False).astype(np.int64).tolist()
+    packed = packed_tokens(corpus_dir, split, tokenizer_json=base / "tokenizer.json")
+    if packed is not None:
+        return packed.astype("int64").tolist()
     ids: list[int] = []
-    for doc in iter_corpus_documents(corpus_dir, split):
+    for doc in iter_documents(corpus_dir, split):
         ids.extend(tokenizer(doc["text"])["input_ids"])
         ids.append(tokenizer.eos_token_id)
     return ids

@@ -7,13 +7,14 @@ JSONL + lm-eval YAML that plain `lm_eval --include_path DIR --tasks NAME` runs o
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+
+from sovforge.ingest.corpus import CorpusError, iter_documents
 
 PPL_TASK = "sovforge_ppl"
 CLOZE_TASK = "sovforge_cloze"
@@ -35,25 +36,11 @@ class TaskDataError(ValueError):
 
 
 def iter_corpus_documents(corpus_dir: Path, split: str | None = None) -> Iterator[dict]:
-    """Documents of a corpus artifact (ingest's helper when present, else the contract's JSONL files)."""
+    """Documents of a corpus artifact; a directory that is not one is a TaskDataError naming it."""
     try:
-        from sovforge.ingest.corpus import iter_documents
-    except ImportError:
-        iter_documents = None
-    if iter_documents is not None:
         yield from iter_documents(corpus_dir, split=split)
-        return
-    files = sorted((corpus_dir / "documents").glob("*.jsonl*"))
-    if not files:
-        raise TaskDataError(f"no documents/*.jsonl[.gz] in corpus {corpus_dir}")
-    for path in files:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    doc = json.loads(line)
-                    if split is None or doc.get("split") == split:
-                        yield doc
+    except CorpusError as exc:
+        raise TaskDataError(str(exc)) from None
 
 
 def _sentences(text: str) -> list[str]:

@@ -8,7 +8,6 @@ scored into the results (not filtered afterwards).
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import sqlite3
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from sovforge.classification import Level, parse_level
+from sovforge.ingest.corpus import CorpusError, iter_documents
 from sovforge.rag.analyzer import TOKENIZER_NAME, analyze, has_searchable_text
 from sovforge.rag.chunking import Chunk, chunk_document
 from sovforge.rag.config import RagConfig
@@ -59,28 +59,14 @@ class Passage:
 
 
 def iter_corpus_documents(corpus_dir: Path, splits: Iterable[str] | None = None) -> Iterator[dict]:
-    """Documents of a corpus artifact: ingest's reader when it exists, else the JSONL files per the contract."""
+    """Documents of a corpus artifact in the given splits (all when None)."""
     wanted = set(splits) if splits else None
     try:
-        from sovforge.ingest.corpus import iter_documents  # type: ignore[import-not-found]
-    except ImportError:
-        iter_documents = None
-    if iter_documents is not None:
         for doc in iter_documents(corpus_dir):
             if wanted is None or doc.get("split", "train") in wanted:
                 yield doc
-        return
-    files = sorted((corpus_dir / "documents").glob("*.jsonl*"))
-    if not files:
-        raise FileNotFoundError(f"{corpus_dir} has no documents/*.jsonl[.gz]: not a corpus artifact")
-    for path in files:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    doc = json.loads(line)
-                    if wanted is None or doc.get("split", "train") in wanted:
-                        yield doc
+    except CorpusError as exc:
+        raise FileNotFoundError(str(exc)) from None
 
 
 def _level_of(name: str) -> Level:
