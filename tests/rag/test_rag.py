@@ -175,7 +175,7 @@ def test_cli_index_and_add_then_stage_runner(tmp_path):
     assert added.exit_code == 0, added.output
     assert {p.doc_id for p in open_index(tmp_path / "i2").search("군사기밀 counseling", k=10)} == {"fm", "law"}
     dense = runner.invoke(app, ["rag", "index", str(first), "--out", str(tmp_path / "i3"), "--embedding-model", "x"])
-    assert dense.exit_code == 1 and "lexical only" in dense.output
+    assert dense.exit_code == 1 and "no such model directory" in dense.output, dense.output
     ctx = SimpleNamespace(input=lambda stage: {"ingest": second}[stage], out=tmp_path / "staged")
     assert load_artifact(run_stage(RagConfig(), ctx), kind="index").stats["documents"] == 1
 

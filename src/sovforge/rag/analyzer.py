@@ -53,7 +53,7 @@ def _english_tokens(text: str) -> list[str]:
     stem = _stemmer().stem
     out = []
     for word in LATIN_WORD_RE.findall(text):
-        lowered = word.lower().strip("'-")
+        lowered = word.lower().removesuffix("'s").strip("'-")  # possessive: "subordinate's" → subordinate
         if not lowered or lowered in ENGLISH_STOPWORDS:
             continue
         # Paragraph numbers like 3-35 stay whole (FTS5's unicode61 would split on '-', so join with '_' not '-').

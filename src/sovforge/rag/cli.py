@@ -22,27 +22,25 @@ def register(app: typer.Typer) -> None:
             "--add", help="Existing index artifact: write a new version = that index + CORPUS.")] = None,
         max_chunk_chars: Annotated[int, typer.Option(help="Longest chunk in characters.")] = 1200,
         embedding_model: Annotated[Optional[Path], typer.Option(
-            help="Local sentence-transformers model dir for dense retrieval (not supported yet: lexical only).")] = None,
+            help="Local sentence-transformers model dir: adds dense retrieval fused with BM25 (default: BM25 only).")]
+        = None,
     ) -> None:
-        """Chunk the corpus by structure (articles, numbered paragraphs, headings) and build a BM25 index."""
+        """Chunk the corpus by structure (articles, numbered paragraphs, headings) and build a BM25 (+ dense) index."""
         from pydantic import ValidationError
 
-        from sovforge.artifacts import LineageError
+        from sovforge.artifacts import LineageError, load_artifact
         from sovforge.cli import fail
         from sovforge.rag.config import RagConfig
         from sovforge.rag.index import build_index
 
-        if embedding_model is not None:
-            raise fail("dense retrieval (--embedding-model) is not available in this build; "
-                       "the index is lexical only (BM25). Re-run without --embedding-model.")
         try:
-            path = build_index(corpus, out, RagConfig(max_chunk_chars=max_chunk_chars), add_to=add)
+            cfg = RagConfig(max_chunk_chars=max_chunk_chars, embedding_model=embedding_model)
+            path = build_index(corpus, out, cfg, add_to=add, progress=True)
         except (ValidationError, ValueError, FileNotFoundError, LineageError) as exc:
             raise fail(str(exc)) from None
-        from sovforge.artifacts import load_artifact
-
-        stats = load_artifact(path).stats
-        typer.echo(f"{path}  ({stats['chunks']} chunks, {stats['documents']} documents; retrieval: lexical only, BM25)")
+        art = load_artifact(path)
+        typer.echo(f"{path}  ({art.stats['chunks']} chunks, {art.stats['documents']} documents; "
+                   f"retrieval: {art.config['retrieval']})")
 
     @rag_app.command("query")
     def query_cmd(
@@ -52,6 +50,8 @@ def register(app: typer.Typer) -> None:
         clearance: Annotated[str, typer.Option(help="Caller's clearance (e.g. UNCLASSIFIED, 대외비, SECRET).")]
         = "UNCLASSIFIED",
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON {results: [...]}.")] = False,
+        embedding_model: Annotated[Optional[Path], typer.Option(
+            help="Local copy of the index's embedding model, if it moved since indexing.")] = None,
     ) -> None:
         """Search the index; only passages at or below --clearance are considered."""
         from sovforge.artifacts import LineageError
@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
         except (ValueError, KeyError) as exc:
             raise fail(f"unknown clearance {clearance!r}: {exc}") from None
         try:
-            passages = open_index(index).search(question, k=k, clearance=level)
-        except (QueryError, FileNotFoundError, LineageError) as exc:
+            passages = open_index(index, embedding_model=embedding_model).search(question, k=k, clearance=level)
+        except (QueryError, FileNotFoundError, LineageError, ValueError) as exc:
             raise fail(str(exc)) from None
         if as_json:
             typer.echo(json.dumps({"results": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))

@@ -21,17 +21,19 @@ SYSTEM_TEMPLATE = (
 PASSAGE_CHARS = 1500
 
 
-def relevant(passages: Sequence[Passage], min_score: float = 1.0) -> list[Passage]:
-    """Passages whose BM25 score reaches `min_score` (below it a match is a few common words, not an answer)."""
-    return [p for p in passages if p.score >= min_score]
+def relevant(passages: Sequence[Passage], min_score: float = 1.0, min_similarity: float = 0.5) -> list[Passage]:
+    """Passages whose BM25 score reaches `min_score` (below it a match is a few common words, not an answer) or
+    whose dense cosine similarity reaches `min_similarity`."""
+    return [p for p in passages if (p.lexical_score is not None and p.lexical_score >= min_score)
+            or (p.dense_score is not None and p.dense_score >= min_similarity)]
 
 
 def grounded_messages(question: str, passages: Sequence[Passage], history: list[dict] | None = None,
-                      *, min_score: float = 1.0) -> list[dict[str, str]]:
+                      *, min_score: float = 1.0, min_similarity: float = 0.5) -> list[dict[str, str]]:
     """Chat messages for a grounded answer. With no relevant passage, the system prompt tells the model to refuse."""
     # Number ALL given passages (so check_citations(answer, passages) uses the same numbering); refuse only when
     # none of them is relevant.
-    kept = list(passages) if relevant(passages, min_score) else []
+    kept = list(passages) if relevant(passages, min_score, min_similarity) else []
     if kept:
         body = "\n\n".join(f"[{i}] ({p.title or p.source}{' - ' + p.heading if p.heading else ''})\n{p.text[:PASSAGE_CHARS]}"
                            for i, p in enumerate(kept, 1))

@@ -13,7 +13,7 @@ import shutil
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from sovforge.classification import Level, parse_level
 from sovforge.ingest.corpus import CorpusError, iter_documents
@@ -51,6 +51,10 @@ class Passage:
     span: tuple[int, int]
     title: str
     heading: str = ""
+    lexical_score: float | None = None
+    """BM25 score of the passage for this query (None: the lexical retriever did not return it)."""
+    dense_score: float | None = None
+    """Cosine similarity to the query (None: lexical-only index, or not among the dense candidates)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -83,8 +87,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def add_corpus(db: sqlite3.Connection, corpus_dir: Path, corpus_id: str, cfg: RagConfig) -> dict[str, int]:
-    """Chunk and insert every document of a corpus not already indexed (by doc_id); returns counts."""
+def add_corpus(db: sqlite3.Connection, corpus_dir: Path, corpus_id: str, cfg: RagConfig,
+               new_chunks: list[tuple[int, int, str]] | None = None) -> dict[str, int]:
+    """Chunk and insert every document of a corpus not already indexed (by doc_id); returns counts.
+
+    `new_chunks`, when given, receives (rowid, level, text to embed) of every inserted chunk.
+    """
     known = {row[0] for row in db.execute("SELECT DISTINCT doc_id FROM chunks")}
     docs = chunks = skipped = 0
     for doc in iter_corpus_documents(corpus_dir, cfg.splits):
@@ -94,13 +102,19 @@ def add_corpus(db: sqlite3.Connection, corpus_dir: Path, corpus_id: str, cfg: Ra
         known.add(doc["id"])
         docs += 1
         for chunk in chunk_document(doc, max_chars=cfg.max_chunk_chars, min_chars=cfg.min_chunk_chars):
-            _insert(db, chunk, corpus_id)
+            rowid = _insert(db, chunk, corpus_id)
+            if new_chunks is not None:
+                new_chunks.append((rowid, int(_level_of(chunk.classification)), _embedding_text(chunk)))
             chunks += 1
     db.commit()
     return {"documents": docs, "chunks": chunks, "skipped_duplicate_documents": skipped}
 
 
-def _insert(db: sqlite3.Connection, chunk: Chunk, corpus_id: str) -> None:
+def _embedding_text(chunk: Chunk) -> str:
+    return f"{chunk.title} {chunk.heading}\n{chunk.text}".strip()
+
+
+def _insert(db: sqlite3.Connection, chunk: Chunk, corpus_id: str) -> int:
     level = int(_level_of(chunk.classification))
     cur = db.execute(
         "INSERT INTO chunks (chunk_id, doc_id, source, title, heading, text, span_start, span_end, position,"
@@ -110,12 +124,32 @@ def _insert(db: sqlite3.Connection, chunk: Chunk, corpus_id: str) -> None:
     # The title and heading are indexed with the body: questions often name the statute or the article title.
     tokens = analyze(f"{chunk.title}\n{chunk.heading}\n{chunk.text}")
     db.execute("INSERT INTO chunks_fts (rowid, tokens, level) VALUES (?,?,?)", (cur.lastrowid, " ".join(tokens), level))
+    return int(cur.lastrowid)
+
+
+def _embedding_config(cfg: RagConfig, old: Any) -> dict[str, str] | None:
+    """The embedding model of the new index version; an --add must keep the old index's model."""
+    from sovforge.rag.dense import embedder_identity
+
+    old_model = (old.config.get("embedding_model") if old is not None else None) or None
+    if cfg.embedding_model is None:
+        if old_model:
+            raise ValueError(f"index {old.path} was built with embedding model {old_model['path']}; pass the same "
+                             f"--embedding-model to add to it")
+        return None
+    identity = embedder_identity(Path(cfg.embedding_model))
+    if old is not None and (not old_model or old_model["content_id"] != identity["content_id"]):
+        built = f"with {old_model['path']}" if old_model else "without an embedding model"
+        raise ValueError(f"index {old.path} was built {built}; an --add must use the same model "
+                         f"(got {cfg.embedding_model})")
+    return identity
 
 
 def build_index(corpus: str | Path, out: str | Path, cfg: RagConfig | None = None, *,
-                add_to: str | Path | None = None) -> Path:
+                add_to: str | Path | None = None, progress: bool = False) -> Path:
     """Write a kind "index" artifact over `corpus`; with `add_to`, a new version = old index + this corpus."""
     from sovforge.artifacts import build_artifact, load_artifact, open_input
+    from sovforge.rag import dense
 
     cfg = cfg or RagConfig()
     corpus_art = open_input(corpus, kind="corpus")
@@ -124,13 +158,19 @@ def build_index(corpus: str | Path, out: str | Path, cfg: RagConfig | None = Non
     if add_to is not None:
         old = load_artifact(add_to, kind="index")
         inputs.insert(0, old)
+    embedding = _embedding_config(cfg, old)
+    embedder = dense.load_embedder(str(cfg.embedding_model)) if embedding else None  # fail before any work
     with build_artifact(out, kind="index") as staging:
         db_path = Path(staging.path) / INDEX_FILE
         if old is not None:
             shutil.copyfile(old.path / INDEX_FILE, db_path)
+            for name in (dense.EMBEDDINGS_FILE, dense.ROWS_FILE, dense.LEVELS_FILE):
+                if (old.path / name).exists():
+                    shutil.copyfile(old.path / name, Path(staging.path) / name)
         db = _connect(db_path)
+        new_chunks: list[tuple[int, int, str]] = []
         try:
-            counts = add_corpus(db, corpus_art.path, corpus_art.id, cfg)
+            counts = add_corpus(db, corpus_art.path, corpus_art.id, cfg, new_chunks)
             total_chunks, total_docs = db.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM chunks").fetchone()
             top = db.execute("SELECT MAX(level) FROM chunks").fetchone()[0]
             corpora = [r[0] for r in db.execute("SELECT DISTINCT corpus_id FROM chunks")]
@@ -138,47 +178,136 @@ def build_index(corpus: str | Path, out: str | Path, cfg: RagConfig | None = Non
             db.commit()
         finally:
             db.close()
+        if embedder is not None:
+            vectors = dense.encode(embedder, [text for _, _, text in new_chunks], cfg.embed_batch_size, progress)
+            dense.write_embeddings(Path(staging.path), [r for r, _, _ in new_chunks], [lv for _, lv, _ in new_chunks],
+                                   vectors)
+        retrieval = ("hybrid: BM25 + dense cosine, reciprocal rank fusion" if embedding
+                     else "lexical only (BM25); no dense embedding model")
         staging.finish(
             inputs=inputs,
             config={**cfg.model_dump(mode="json"), "tokenizer": TOKENIZER_NAME, "ranking": "sqlite-fts5-bm25",
-                    "retrieval": "lexical only (BM25); no dense embedding model",
+                    "retrieval": retrieval, "embedding_model": embedding,
                     "added_to": old.id if old is not None else None},
             classification=Level(top) if top is not None else None,
-            stats={"chunks": total_chunks, "documents": total_docs, "corpus_ids": corpora, "added": counts})
+            stats={"chunks": total_chunks, "documents": total_docs, "corpus_ids": corpora, "added": counts,
+                   "embedded_chunks": len(new_chunks) if embedding else 0})
     return Path(out)
+
+
+Translator = Callable[[str], str | None]
+"""Turns a query into the other language (e.g. the served model prompted to translate); None = no translation."""
 
 
 class Index:
     """An opened index artifact; `search` is safe to call from several threads (one connection per call)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: dict[str, Any], embedding_model: Path | None = None):
         self.path = path
         self.manifest = manifest
         self._db_path = path / INDEX_FILE
+        config = manifest.get("config", {})
+        self.candidates = int(config.get("candidates", 50))
+        self.fusion_k = int(config.get("fusion_k", 60))
+        self.expand_terms = bool(config.get("expand_terms", True))
+        self.dense = None
+        recorded = config.get("embedding_model")
+        if recorded:
+            from sovforge.rag.dense import DenseSearcher, EmbeddingModelError, embedder_identity
+
+            model = Path(embedding_model or recorded["path"])
+            if not model.is_dir():
+                raise FileNotFoundError(f"index {path} needs its embedding model {recorded['path']}, which is not "
+                                        f"here; pass its local copy (--embedding-model DIR)")
+            if embedder_identity(model)["content_id"] != recorded["content_id"]:
+                raise EmbeddingModelError(f"{model} is not the embedding model this index was built with "
+                                          f"(content id differs from {recorded['content_id'][:12]})")
+            self.dense = DenseSearcher(path, model)
 
     @property
     def id(self) -> str:
         return self.manifest.get("id", "")
 
-    def search(self, query: str, k: int = 5, clearance: Level | str = Level.UNCLASSIFIED) -> list[Passage]:
-        """Top-k passages by BM25 among chunks at or below `clearance`; raises QueryError for unusable queries."""
+    @property
+    def retrieval(self) -> str:
+        return "hybrid (BM25 + dense)" if self.dense is not None else "lexical only (BM25)"
+
+    def search(self, query: str, k: int = 5, clearance: Level | str = Level.UNCLASSIFIED, *,
+               translate: Translator | None = None) -> list[Passage]:
+        """Top-k passages among chunks at or below `clearance`; raises QueryError for unusable queries.
+
+        Lexical: BM25 over the query's tokens, plus (cross-lingual) the glossary's other-language terms and the
+        tokens of `translate(query)` when given. Dense (when the index has vectors): cosine similarity of the query.
+        With more than one ranking they are fused by reciprocal rank fusion; `score` is then the fused score, and
+        `lexical_score` / `dense_score` keep each retriever's own figure.
+        """
         tokens = validate_query(query, k)
         try:
             level = int(clearance if isinstance(clearance, Level) else parse_level(clearance))
         except (ValueError, KeyError) as exc:
             raise QueryError(f"unknown clearance {clearance!r}: {exc}") from None
+        queries = [query]
+        if translate is not None:
+            translated = (translate(query) or "").strip()[:MAX_QUERY_CHARS]
+            if translated and translated != query and has_searchable_text(translated):
+                queries.append(translated)
+                tokens = tokens + analyze(translated)
+        if self.expand_terms:
+            from sovforge.rag.crosslingual import expand
+
+            tokens = tokens + expand(" ".join(queries))
+        n = max(k, self.candidates) if self.dense is not None else k
+        lexical = self._lexical(tokens, level, n)
+        rankings = [[rowid for rowid, _ in lexical]]
+        dense_scores: dict[int, float] = {}
+        if self.dense is not None:
+            for q in queries:
+                hits = self.dense.search(q, level, n)
+                rankings.append([rowid for rowid, _ in hits])
+                for rowid, sim in hits:
+                    dense_scores[rowid] = max(sim, dense_scores.get(rowid, -1.0))
+        lexical_scores = dict(lexical)
+        if len(rankings) == 1:
+            order = [(rowid, score) for rowid, score in lexical[:k]]
+        else:
+            from sovforge.rag.dense import reciprocal_rank_fusion
+
+            fused = reciprocal_rank_fusion(rankings, self.fusion_k)
+            order = sorted(fused.items(), key=lambda item: -item[1])[:k]
+        return self._passages(order, level, lexical_scores, dense_scores)
+
+    def _lexical(self, tokens: list[str], level: int, n: int) -> list[tuple[int, float]]:
+        """(rowid, BM25 score) best first, among chunks at or below `level` — the level is part of the query."""
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in dict.fromkeys(tokens))
         db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True)
         try:
-            rows = db.execute(
-                "SELECT c.doc_id, c.source, c.text, -bm25(chunks_fts) AS score, c.classification, c.chunk_id,"
-                " c.span_start, c.span_end, c.title, c.heading FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
-                " WHERE chunks_fts MATCH ? AND chunks_fts.level <= ? ORDER BY bm25(chunks_fts) LIMIT ?",
-                (match, level, k)).fetchall()
+            return [(int(r[0]), float(r[1])) for r in db.execute(
+                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? AND level <= ?"
+                " ORDER BY bm25(chunks_fts) LIMIT ?", (match, level, n))]
         finally:
             db.close()
-        return [Passage(doc_id=r[0], source=r[1], text=r[2], score=float(r[3]), classification=r[4], chunk_id=r[5],
-                        span=(r[6], r[7]), title=r[8], heading=r[9]) for r in rows]
+
+    def _passages(self, order: list[tuple[int, float]], level: int, lexical: dict[int, float],
+                  dense_scores: dict[int, float]) -> list[Passage]:
+        if not order:
+            return []
+        db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True)
+        try:
+            marks = ",".join("?" * len(order))
+            rows = {r[0]: r[1:] for r in db.execute(
+                "SELECT rowid, doc_id, source, text, classification, chunk_id, span_start, span_end, title, heading"
+                f" FROM chunks WHERE rowid IN ({marks}) AND level <= ?", (*[rowid for rowid, _ in order], level))}
+        finally:
+            db.close()
+        out = []
+        for rowid, score in order:
+            if rowid not in rows:  # belt and braces: both retrievers already filtered by level
+                continue
+            r = rows[rowid]
+            out.append(Passage(doc_id=r[0], source=r[1], text=r[2], score=float(score), classification=r[3],
+                               chunk_id=r[4], span=(r[5], r[6]), title=r[7], heading=r[8],
+                               lexical_score=lexical.get(rowid), dense_score=dense_scores.get(rowid)))
+        return out
 
 
 def validate_query(query: str, k: int = 5) -> list[str]:
@@ -197,11 +326,12 @@ def validate_query(query: str, k: int = 5) -> list[str]:
     return tokens
 
 
-def open_index(index_dir: str | Path) -> Index:
-    """Open a kind "index" artifact (signature/manifest checked by load_artifact)."""
+def open_index(index_dir: str | Path, *, embedding_model: str | Path | None = None) -> Index:
+    """Open a kind "index" artifact; a hybrid index also loads its embedding model (`embedding_model` overrides
+    the recorded path, e.g. after copying the index to another machine — the model's content id must match)."""
     from sovforge.artifacts import load_artifact
 
     art = load_artifact(index_dir, kind="index")
     if not (art.path / INDEX_FILE).is_file():
         raise FileNotFoundError(f"{art.path} has no {INDEX_FILE}")
-    return Index(art.path, art.manifest)
+    return Index(art.path, art.manifest, Path(embedding_model) if embedding_model else None)
