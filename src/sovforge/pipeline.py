@@ -72,8 +72,16 @@ def stage_runner(stage: str) -> Callable[[Any, StageContext], Path]:
 
 
 def run_key(stage: str, cfg: Any, artifacts: dict[str, Path]) -> str:
+    """Cache key: config + ids of earlier artifacts + version, plus — for a stage that reads raw files (ingest) —
+    the stage module's `input_fingerprint(cfg)`, so an edited or added document reruns it."""
     inputs = {name: open_input(path).id for name, path in sorted(artifacts.items())}
     payload = {"stage": stage, "config": cfg.model_dump(mode="json"), "inputs": inputs, "version": __version__}
+    try:
+        module = importlib.import_module(STAGE_MODULES[stage])
+    except ModuleNotFoundError:
+        module = None  # not built yet: stage_runner says so
+    if hasattr(module, "input_fingerprint"):
+        payload["raw_inputs"] = module.input_fingerprint(cfg)
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 

@@ -14,6 +14,7 @@ and benchmarks can score the pipeline against it.
 from __future__ import annotations
 
 import html
+import io
 import json
 import random
 import zipfile
@@ -297,7 +298,13 @@ def write_docx(doc: Doc, path: Path) -> None:
     document.core_properties.created = stamp
     document.core_properties.modified = stamp
     document.core_properties.author = "sovforge demo"
-    document.save(str(path))
+    buffer = io.BytesIO()
+    document.save(buffer)
+    # python-docx stamps every zip entry with the current time; rewrite them with a fixed one.
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(zipfile.ZipInfo(item.filename, date_time=(2026, 1, 1, 0, 0, 0)), src.read(item.filename),
+                         compress_type=zipfile.ZIP_DEFLATED)
 
 
 KOREAN_FONTS = ["/usr/share/fonts/truetype/nanum/NanumGothic.ttf",

@@ -130,12 +130,14 @@ def _ssn_valid(match: re.Match[str]) -> bool:
 _CARD = re.compile(
     _DIGIT + _LEFT + r"(?:\d{4}([ \-]?)\d{4}\1\d{4}\1\d{1,7}|3[47]\d{2}([ \-]?)\d{6}\2\d{5})" + _RIGHT
 )
-# Issuer prefixes by length (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro). No 9 keeps
-# ISBN-13 (978/979…) out even when its digits happen to pass Luhn.
+# Issuer prefixes by length (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro). 16 digits may also
+# start with 9: Korean domestic-only cards (국내전용, e.g. BC 9410-…). Only 16: no 9 at 13 digits keeps ISBN-13
+# (978/979…) out even when its digits happen to pass Luhn.
 _CARD_PREFIX_BY_LENGTH = {
     13: re.compile(r"4"),
     14: re.compile(r"3[068]"),
     15: re.compile(r"3[47]"),
+    16: re.compile(r"4|5[1-5]|2[2-7]|6|35|9"),
 }
 _CARD_PREFIX_LONG = re.compile(r"4|5[1-5]|2[2-7]|6|35")
 # YYMMDD + gender digit: a 13-digit run of this shape is a (mistyped) registration number, not a card.
@@ -192,11 +194,42 @@ class PiiSpan:
     type: str
 
 
+# How far up a text table `_column_header` looks for the header row.
+_TABLE_MAX_ROWS = 200
+
+
+def _column_header(text: str, start: int) -> str | None:
+    """For a value inside a text table (`a | b | c` rows, one per line, as ingest renders DOCX/HWPX/HTML/Markdown
+    tables), the header cell of its column — the label ("군번") is there, not next to the value."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    line = text[line_start : line_end if line_end != -1 else len(text)]
+    if "|" not in line:
+        return None
+    column = line[: start - line_start].count("|")
+    header, cursor = line, line_start
+    for _ in range(2 * _TABLE_MAX_ROWS):
+        if cursor == 0:
+            break
+        previous_start = text.rfind("\n", 0, cursor - 1) + 1
+        previous = text[previous_start : cursor - 1]
+        if previous.strip() and "|" not in previous:
+            break
+        if previous.strip():  # plain-text exports put blank lines between rows; those do not end the table
+            header = previous
+        cursor = previous_start
+    cells = header.split("|")
+    return cells[column] if column < len(cells) else None
+
+
 def _has_context(text: str, match: re.Match[str], context: re.Pattern[str]) -> bool:
     start, end = match.start(), match.end()
     before = text[max(0, start - _CONTEXT_BEFORE) : start].lower()
     after = text[end : end + _CONTEXT_AFTER].lower()
-    return context.search(before) is not None or context.search(after) is not None
+    if context.search(before) is not None or context.search(after) is not None:
+        return True
+    header = _column_header(text, start)
+    return header is not None and context.search(header.lower()) is not None
 
 
 def find_pii(text: str) -> list[PiiSpan]:
