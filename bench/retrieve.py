@@ -1,8 +1,7 @@
 """`.venv/bin/python bench/retrieve.py [--dense]` — retrieval quality and speed of `sovforge.rag` on /work/shared/corpus.
 
-Builds a corpus artifact from the shared corpus with a minimal built-in reader (sovforge.ingest has no
-`corpus.iter_documents`/reader yet, so .md front matter title + body, and FM 6-22 HTML block text via selectolax's
-lexbor parser), indexes it with `sovforge.rag.build_index`, answers bench/data/rag_questions.jsonl and prints
+Ingests the shared corpus with `sovforge ingest` (the same reader, normaliser and screen as the pipeline),
+indexes it with `sovforge.rag.build_index`, answers bench/data/rag_questions.jsonl and prints
 recall@1/@5, MRR, query latency p50/p99 and index build time — side by side with a plain BM25 peer: SQLite FTS5 with
 its default unicode61 word tokenizer over the SAME chunks (no morphemes, no stemming).
 A hit = a returned passage from the gold source file whose text contains the gold substring (whitespace-normalised).
@@ -16,7 +15,6 @@ Systems: ours with and without the KO↔EN glossary expansion, the plain BM25 pe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
@@ -28,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sovforge.artifacts import build_artifact  # noqa: E402
+from sovforge.artifacts import load_artifact  # noqa: E402
 from sovforge.rag import open_index  # noqa: E402
 from sovforge.rag.index import INDEX_FILE, build_index  # noqa: E402
 
@@ -38,38 +36,13 @@ CROSSLINGUAL = Path(__file__).parent / "data" / "rag_crosslingual.jsonl"
 K = 5
 
 
-def read_shared_corpus() -> list[dict]:
-    docs = []
-    for path in sorted((CORPUS / "ko-defense-law").glob("*.md")):
-        if path.name == "SOURCES.md":
-            continue
-        raw = path.read_text(encoding="utf-8")
-        title = re.search(r"^제목:\s*(.+)$", raw, re.M)
-        docs.append((path, raw, title.group(1).strip() if title else path.stem, "ko"))
-    from selectolax.lexbor import LexborHTMLParser
+def ingest_shared_corpus(out: Path) -> Path:
+    """The shared corpus through the real ingest stage (same documents the rest of the pipeline sees)."""
+    from sovforge.ingest.config import IngestConfig
+    from sovforge.ingest.pipeline import run_ingest
 
-    html = CORPUS / "en-army-fm" / "fm6_22.html"
-    tree = LexborHTMLParser(html.read_text(encoding="utf-8", errors="replace"))
-    blocks = [" ".join(n.text(separator=" ").split()) for n in tree.css("h1,h2,h3,h4,h5,p,li")]
-    docs.append((html, "\n\n".join(b for b in blocks if b), "FM 6-22 Developing Leaders", "en"))
-    out = []
-    for path, text, title, lang in docs:
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        out.append({"id": hashlib.sha256(f"{sha}:{path.name}".encode()).hexdigest()[:32], "text": text,
-                    "source": str(path), "sha256": sha, "lang": lang, "classification": "UNCLASSIFIED",
-                    "redactions": [], "split": "train", "title": title})
-    return out
-
-
-def write_corpus(docs: list[dict], out: Path) -> Path:
-    with build_artifact(out, kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as fh:
-            for doc in docs:
-                fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        staging.finish(inputs=[], config={"reader": "bench/retrieve.py built-in"},
-                       stats={"documents": len(docs), "splits": {"train": len(docs), "validation": 0}})
-    return out
+    # val_share 0: retrieval serves the whole corpus (the index takes both splits anyway).
+    return run_ingest(IngestConfig(inputs=[CORPUS], val_share=0.0, progress=False), out)
 
 
 def norm(text: str) -> str:
@@ -149,8 +122,10 @@ def main() -> None:
     dense = "--dense" in sys.argv
     sets = {"same-language": load_questions(QUESTIONS), "cross-lingual": load_questions(CROSSLINGUAL)}
     with tempfile.TemporaryDirectory() as tmp:
-        docs = read_shared_corpus()
-        corpus = write_corpus(docs, Path(tmp) / "corpus")
+        start = time.perf_counter()
+        corpus = ingest_shared_corpus(Path(tmp) / "corpus")
+        ingest_s = time.perf_counter() - start
+        docs = load_artifact(corpus).stats["documents"]
         start = time.perf_counter()
         index_dir = build_index(corpus, Path(tmp) / "index")
         build_s = time.perf_counter() - start
@@ -179,7 +154,7 @@ def main() -> None:
                 hybrid.search("warm up", k=1)
                 systems["sovforge.rag hybrid (BM25 + MiniLM dense, RRF, glossary)"] = \
                     lambda q: [(p.source, p.text) for p in hybrid.search(q, k=K)]
-        print(f"corpus: {len(docs)} documents, {index.manifest['stats']['chunks']} chunks; questions: "
+        print(f"ingest: {ingest_s:.2f} s; corpus: {docs} documents, {index.manifest['stats']['chunks']} chunks; questions: "
               + ", ".join(f"{name} {len(qs)}" for name, qs in sets.items()))
         print(f"index build: ours {build_s:.2f} s (chunk + analyze + FTS5), peer {peer_build_s:.2f} s (FTS5 only)"
               + (f", hybrid {dense_build_s:.2f} s (+ MiniLM embeddings)" if dense_build_s else ""))
