@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -115,6 +116,17 @@ def _cached(state: dict[str, Any], stage: str, key: str) -> Path | None:
     return path if not (path / MANIFEST).exists() or verify(path, walk_inputs=False).ok else None
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of this process under accelerate launch / torchrun; (0, 1) when run alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
 def run_recipe(recipe: Recipe, *, from_stage: str | None = None, only: list[str] | None = None,
                console: Console | None = None) -> dict[str, Path]:
     """Run the recipe's stages; return {stage: artifact path} for every stage that ran or was reused."""
@@ -150,6 +162,14 @@ def run_recipe(recipe: Recipe, *, from_stage: str | None = None, only: list[str]
         started = time.perf_counter()
         ctx = StageContext(recipe=recipe, workdir=workdir, out=workdir / stage, artifacts=earlier)
         path = Path(runner(cfg, ctx))
+        rank, world = _distributed()
+        if world > 1:
+            # Under `accelerate launch` / torchrun only rank 0 writes the artifact (see adapt); every rank waits
+            # for it here, and only rank 0 checks it and records state.json.
+            _barrier()
+            if rank != 0:
+                artifacts[stage] = path
+                continue
         artifact = open_input(path)
         if artifact.classification > parse_level(recipe.max_classification):
             if (path / MANIFEST).exists() and path.resolve().is_relative_to(workdir.resolve()):

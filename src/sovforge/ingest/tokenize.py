@@ -14,6 +14,7 @@ from pathlib import Path
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from sovforge.artifacts import MANIFEST, load_artifact
 from sovforge.ingest.corpus import SPLITS, tokenizer_sha256
 
 _BATCH = 64
@@ -96,6 +97,10 @@ class PackTokens(PipelineStep):
         for split in SPLITS:
             raw_to_npy(out / f"{split}.raw", out / f"{split}.npy", dtype, counts[split])
         identity, sha = tokenizer_identity(Path(self.tokenizer_dir))
-        meta = {"tokenizer_sha256": sha, "tokenizer": str(self.tokenizer_dir), "tokenizer_file": identity.name,
+        # Name the tokenizer by content (its artifact id, else its directory name), never by absolute path: the
+        # same inputs must give the same corpus id in any workdir (the path is in the manifest's config).
+        source = Path(self.tokenizer_dir)
+        name = load_artifact(source).id if (source / MANIFEST).exists() else source.name
+        meta = {"tokenizer_sha256": sha, "tokenizer": name, "tokenizer_file": identity.name,
                 "dtype": np.dtype(dtype).name, "eos_id": int(eos), "tokens": counts}
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
