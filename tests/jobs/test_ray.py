@@ -81,7 +81,7 @@ def test_demo_stages_as_ray_jobs_match_local_runs(tmp_path, demo_docs, tenants_f
     differing = {stage: sorted(f for f, data in _files(on_ray[stage].path).items()
                                if _files(here[stage].path).get(f) != data) for stage in ("ingest", "adapt")}
     assert set(_files(on_ray["ingest"].path)) == set(_files(here["ingest"].path))
-    assert set(differing["ingest"]) <= {"packed/meta.json"}, differing  # the tokenizer's path: see the xfail
+    assert differing["ingest"] == [] and on_ray["ingest"].id == here["ingest"].id, differing
     assert differing["adapt"] == ["metrics.jsonl"], differing
     assert any(f.startswith("documents/") for f in _files(on_ray["ingest"].path))  # ...so the corpus text is equal
 
@@ -128,9 +128,6 @@ def test_adapt_artifact_ids_match(tmp_path, tiny_model, corpus):
     assert ids[0] == ids[1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the corpus artifact's packed/meta.json records "
-                   "the tokenizer's absolute path (src/sovforge/ingest/tokenize.py), so the same corpus packed with "
-                   "the same tokenizer from two workdirs (a Ray job's and a local run's) gets two content ids")
 def test_ingest_artifact_ids_match_across_workdirs(tmp_path, demo_docs, tiny_model):
     import shutil
 
