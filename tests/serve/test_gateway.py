@@ -138,3 +138,35 @@ def test_metrics_needs_operator(gateway):
     assert client.get("/metrics", headers=auth(keys["user"])).status_code == 403
     text = client.get("/metrics", headers=auth(keys["admin"])).text
     assert "sovforge_requests_total" in text
+
+
+def test_request_timeout_is_504_and_audited(tiny_model, tmp_path):
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from sovforge.serve.app import create_app
+    from sovforge.serve.backend import EchoTestBackend, TransformersBackend
+    from sovforge.serve.config import ServeConfig
+
+    class SlowEcho(EchoTestBackend):
+        async def stream(self, job):
+            for token in self._echo(job):
+                await asyncio.sleep(0.05)
+                yield token
+
+    text = "The unit conducts weapons qualification training on Tuesday at Range 7. " * 3
+    for name, backend in (("slow", SlowEcho(tiny_model)), ("real", TransformersBackend(tiny_model, device="cpu"))):
+        timeout = 0.3 if name == "slow" else 0.0005  # the real model: the backend's own timer fires first
+        app = create_app(ServeConfig(model=tiny_model, state_dir=tmp_path / name, force_unpromoted=True,
+                                     request_timeout_s=timeout), backend=backend)
+        key = app.state.store.create_key("t")[1]
+        with TestClient(app) as client:
+            body = {"model": app.state.model_id, "messages": [{"role": "user", "content": text}], "max_tokens": 200,
+                    "ignore_eos": True}
+            r = client.post("/v1/chat/completions", json=body, headers=auth(key))
+            assert r.status_code == 504 and "timed out" in r.json()["error"]["message"], r.text
+            streamed = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=auth(key))
+            assert '"code": 504' in streamed.text and "[DONE]" not in streamed.text
+        statuses = [rec["status"] for rec in app.state.store.records()]
+        assert statuses == [504, 504] and app.state.store.verify() == []

@@ -2,37 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
-
-
-@pytest.fixture(scope="module")
-def live_server(tiny_model, tmp_path_factory):
-    import uvicorn
-
-    from sovforge.serve.app import create_app
-    from sovforge.serve.config import ServeConfig
-
-    app = create_app(ServeConfig(model=tiny_model, state_dir=tmp_path_factory.mktemp("live"), force_unpromoted=True))
-    key = app.state.store.create_key("client")[1]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(300):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", key, app
-    server.should_exit = True
-    thread.join(timeout=30)
-    # graceful shutdown sealed the audit log with a signed checkpoint covering every request
-    assert app.state.store.verify() == []
 
 
 def test_openai_client_unchanged(live_server):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, update
@@ -175,3 +174,24 @@ def test_promotion_is_enforced(tiny_model, tmp_path):
     with pytest.raises(PromotionError, match="no --report"):
         check_promotion("abc", None, False)
     assert check_promotion("abc", None, True).startswith("forced")
+
+
+def test_every_refusal_leaves_exactly_one_record_with_its_reason(gateway):
+    client, keys, store, app = gateway
+    cases = [
+        ({}, {"model": app.state.model_id, "prompt": "x"}, 401),  # no key
+        (auth(keys["user"]), {"model": app.state.model_id, "prompt": 5}, 422),  # wrong type
+        (auth(keys["user"]), {"model": "other-model", "prompt": "x"}, 404),  # not served here
+        (auth(keys["user"]), {"model": app.state.model_id, "prompt": "word " * 3000, "max_tokens": 2}, 400),  # > ctx
+        (auth(keys["user"]), {"model": app.state.model_id, "prompt": "x", "max_tokens": 0}, 400),
+    ]
+    for headers, body, status in cases:
+        before = store.count()
+        r = client.post("/v1/completions", json=body, headers=headers)
+        assert r.status_code == status, (body, r.text)
+        assert store.count() == before + 1, body
+        record = list(store.records())[-1]
+        assert record["status"] == status and record["route"] == "/v1/completions"
+        reason = json.dumps(record["guard"])
+        assert "refused" in reason or "prompt" in reason
+    assert store.verify() == []

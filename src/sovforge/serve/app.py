@@ -1,8 +1,11 @@
 """The gateway app: `sovforge serve MODEL` runs `create_app(ServeConfig(...))` under uvicorn.
 
-OpenAI-compatible /v1/models, /v1/chat/completions (SSE streaming), /v1/completions, plus /v1/retrieve, admin key
-routes, /healthz (no auth), /metrics (Prometheus, operator/admin) and a static chat page at /. Every prompt and answer
-passes the `sovforge.screen` guard, and every authenticated request leaves one hash-chained audit record.
+OpenAI-compatible /v1/models, /v1/chat/completions (SSE streaming), /v1/completions (also echo + logprobs, token-id
+prompts and batches, as lm-eval's `local-completions` sends them), plus /v1/retrieve, admin key routes, /healthz (no
+auth), /metrics (Prometheus, operator/admin) and a static chat page at /. Every prompt and answer passes the
+`sovforge.screen` guard, and every request to /v1/* and /admin/* — refused ones too (401, 403, 4xx, 429) — leaves
+one hash-chained audit record, committed before the caller receives the end of the answer. (/healthz, /metrics and
+the static page are not audited; a body refused by its Content-Length never reaches the app.)
 """
 
 from __future__ import annotations
@@ -13,88 +16,33 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from sovforge.classification import Level, parse_level
-from sovforge.serve.backend import Job, make_backend
+from sovforge.serve.api import (ApiError, ChatRequest, CompletionRequest, KeyRequest, RetrieveRequest, _Sampling,
+                                body_doc, describe, error_body, passage_json)
+from sovforge.serve.backend import BackendError, Job, make_backend
 from sovforge.serve.config import ServeConfig
+from sovforge.serve.generation import WITHHELD, Generation, legacy_logprobs, token_pieces  # noqa: F401
 from sovforge.serve.guard import QuotaExceeded, Quotas, screen
-from sovforge.serve.store import Store, sha256_text
+from sovforge.serve.ops import ObserveMiddleware, make_metrics
+from sovforge.serve.store import AuditWriter, Store, now, sha256_text
 
 log = logging.getLogger("sovforge.serve")
-HOLD_BACK = 48  # chars withheld while streaming so a PII value split across tokens is redacted before it is sent
-WITHHELD = "[answer withheld: it carries a classification marking above your clearance]"
-_DONE = object()
+KNOWN_ROUTES = frozenset({"/", "/healthz", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                          "/v1/retrieve", "/admin/keys"})
 
 
 class PromotionError(ValueError):
     """The model is not the promoted candidate of the given report (or there is no report)."""
-
-
-class ApiError(HTTPException):
-    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error",
-                 headers: dict[str, str] | None = None):
-        super().__init__(status_code=status, detail=message, headers=headers)
-        self.kind = kind
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (user, logprobs...)
-
-
-class ChatMessage(_Lenient):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
-
-
-class _Sampling(_Lenient):
-    model: str = Field(min_length=1, max_length=400)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = Field(default=1, ge=1, le=1)
-
-    def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ApiError(400, "stop: at most 4 non-empty strings")
-        return stops
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
-    retrieval: bool = False
-
-
-class CompletionRequest(_Sampling):
-    prompt: str
-
-
-class RetrieveRequest(_Lenient):
-    query: str
-    k: int = Field(default=5, ge=1, le=50)
-
-
-class KeyRequest(_Lenient):
-    name: str = Field(min_length=1, max_length=200)
-    role: Literal["user", "operator", "admin"] = "user"
-    clearance: str = "UNCLASSIFIED"
 
 
 def check_promotion(model_id: str, report: Path | None, force: bool) -> str:
@@ -118,17 +66,41 @@ def check_promotion(model_id: str, report: Path | None, force: bool) -> str:
     raise PromotionError(problem + "; pass --force-unpromoted to serve it anyway")
 
 
-def _metrics():
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+@dataclass
+class Prompt:
+    """One prompt of a request: its text (what the guard screens and the audit hashes) and how to tokenise it."""
 
-    registry = CollectorRegistry()
-    return registry, {
-        "requests": Counter("sovforge_requests", "Requests by route and status", ["route", "status"], registry=registry),
-        "latency": Histogram("sovforge_request_seconds", "Request latency", ["route"], registry=registry),
-        "tokens": Counter("sovforge_tokens", "Tokens processed", ["kind"], registry=registry),
-        "inflight": Gauge("sovforge_inflight", "Requests being generated", registry=registry),
-        "guard": Counter("sovforge_guard_decisions", "Guard decisions", ["decision"], registry=registry),
-    }
+    text: str
+    ids: list[int] | None = None  # the caller sent token ids
+    messages: list[dict[str, str]] | None = None  # a chat: tokenised with the model's chat template
+
+
+class GuardedStream(StreamingResponse):
+    """A streamed answer whose bookkeeping (`on_close`: quota, gauge, audit) runs however the response ends — even
+    when the client leaves before the first byte and Starlette never starts the body iterator."""
+
+    def __init__(self, content: Any, *, on_close, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+            self.on_close()
+
+
+def merge_decisions(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(decisions) == 1:
+        return decisions[0]
+    redactions: dict[str, int] = {}
+    for d in decisions:
+        for kind, count in d["redactions"].items():
+            redactions[kind] = redactions.get(kind, 0) + count
+    return {"level": max((Level[d["level"]] for d in decisions), default=Level.UNCLASSIFIED).name,
+            "redactions": redactions, "markings": sum(d["markings"] for d in decisions),
+            "blocked": any(d["blocked"] for d in decisions), "prompts": len(decisions)}
 
 
 def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | None = None) -> FastAPI:
@@ -142,9 +114,19 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
     aliases = {model_id, Path(settings.model).name}
     store = store or Store(settings.db, prefix=settings.table_prefix, state_dir=settings.state_dir,
                            checkpoint_every=settings.checkpoint_every)
-    quotas = Quotas(settings.requests_per_minute, settings.tokens_per_day, settings.max_concurrent, settings.redis)
-    registry, metrics = _metrics()
-    state: dict[str, Any] = {"backend": backend, "index": None}
+    quotas = Quotas(settings.requests_per_minute, settings.tokens_per_day, settings.max_concurrent, settings.redis,
+                    prefix=settings.redis_prefix, lease_s=int(2 * settings.request_timeout_s) + 60)
+    state: dict[str, Any] = {"backend": backend, "index": None, "writer": None}
+    registry, metrics = make_metrics(lambda: state["backend"].queue_depth() if state["backend"] is not None else 0)
+    chat_html = (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
+
+    def shutdown() -> dict[str, Any] | None:
+        # uvicorn has stopped accepting and drained in-flight requests (up to its graceful timeout) before this runs
+        if state["backend"] is not None:
+            state["backend"].close()
+        if state["writer"] is not None:
+            state["writer"].close()
+        return store.checkpoint()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -152,52 +134,50 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
             state["backend"] = await run_in_threadpool(
                 make_backend, settings.backend, Path(settings.model), device=settings.device,
                 max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms)
-        log.info(json.dumps({"event": "start", "model": model_id, "promotion": promotion,
-                             "backend": state["backend"].name}))
+        state["writer"] = AuditWriter(store)
+        purged = await run_in_threadpool(store.purge_older_than, settings.retention_days)
+        log.info("start", extra={"fields": {"model": model_id, "promotion": promotion, "audit_purged": purged,
+                                            "backend": state["backend"].name, "classification": model_level.name}})
         yield
-        # graceful shutdown: uvicorn has drained connections; stop the batcher, then seal the audit log
-        await run_in_threadpool(state["backend"].close)
-        store.checkpoint()
-        log.info(json.dumps({"event": "stop", "audit_records": store.count()}))
+        checkpoint = await run_in_threadpool(shutdown)
+        log.info("stop", extra={"fields": {"audit_records": store.count(),
+                                           "final_checkpoint": checkpoint and checkpoint["count"]}})
 
     app = FastAPI(title="sovforge gateway", version="1", lifespan=lifespan)
     app.state.store, app.state.settings, app.state.model_id, app.state.serving = store, settings, model_id, state
+    app.state.metrics = metrics
+    app.add_middleware(ObserveMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       routes=KNOWN_ROUTES)
 
     # ------------------------------------------------------------------------------------ errors
-    def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
-        return {"error": {"message": message, "type": kind, "code": status}}
+    async def audit_refusal(request: Request, status: int, message: str) -> None:
+        """A request that ended in an error before any record was written still leaves one, with the reason."""
+        if request.url.path.startswith(("/v1/", "/admin/")) and not getattr(request.state, "audited", False):
+            who = getattr(request.state, "who", None)
+            await audit(request, who, status, guard={"refused": message[:200]},
+                        model=model_id if request.url.path.startswith("/v1/") else None)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = getattr(exc, "kind", "invalid_request_error")
+        await audit_refusal(request, exc.status_code, str(exc.detail))
         return JSONResponse(error_body(exc.status_code, str(exc.detail), kind), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(422, _describe(exc.errors()), "invalid_request_error"), 422)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        await audit_refusal(request, 422, describe(exc.errors()))
+        return JSONResponse(error_body(422, describe(exc.errors()), "invalid_request_error"), 422)
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
+        try:
+            await audit_refusal(request, 500, f"internal error: {type(exc).__name__}")
+        except Exception:  # noqa: BLE001 — the database may be what failed; the log line above has the cause
+            log.exception("audit write failed")
         return JSONResponse(error_body(500, "internal error (logged)", "server_error"), 500)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response: Response = JSONResponse(error_body(413, f"body larger than {settings.max_body_bytes} bytes",
-                                                         "invalid_request_error"), 413)
-        else:
-            response = await call_next(request)
-        route = request.url.path if request.url.path.startswith(("/v1/", "/admin/")) else "other"
-        metrics["requests"].labels(route, str(response.status_code)).inc()
-        metrics["latency"].labels(route).observe(time.perf_counter() - started)
-        log.info(json.dumps({"event": "request", "route": request.url.path, "status": response.status_code,
-                             "ms": round(1000 * (time.perf_counter() - started), 1)}))
-        return response
-
-    # -------------------------------------------------------------------------------------- auth
+    # -------------------------------------------------------------------------------- auth, audit
     def caller(request: Request, *roles: str) -> dict[str, Any]:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
@@ -205,6 +185,8 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
         if row is None:
             raise ApiError(401, "missing, invalid or revoked API key (Authorization: Bearer sf-...)",
                            kind="authentication_error", headers={"WWW-Authenticate": "Bearer"})
+        request.state.key_id = row["key_id"]  # for the request log line; never the key
+        request.state.who = row
         if roles and row["role"] not in roles:
             raise ApiError(403, f"this route needs role {' or '.join(roles)}", kind="permission_error")
         row["level"] = parse_level(row["clearance"])
@@ -218,24 +200,32 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
                 raise ApiError(413, f"body larger than {settings.max_body_bytes} bytes")
         try:
             data = json.loads(bytes(raw).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"body is not valid UTF-8 JSON ({exc})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ApiError(400, f"body is not valid UTF-8 JSON ({str(exc)[:200]})") from None
         if not isinstance(data, dict):
             raise ApiError(400, "body must be a JSON object")
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise ApiError(422, _describe(exc.errors())) from None
+            raise ApiError(422, describe(exc.errors())) from None
 
-    def audit(request: Request, who: dict[str, Any] | None, status: int, **fields: Any) -> None:
-        text = settings.audit_text
-        store.append(who=who and who["name"], key_id=who and who["key_id"],
-                     source_ip=request.client.host if request.client else None, route=request.url.path,
-                     status=status, prompt_sha256=sha256_text(fields.pop("prompt", None)),
-                     answer_sha256=sha256_text(fields.get("answer")),
-                     prompt_text=fields.pop("prompt_text", None) if text else None,
-                     answer_text=fields.pop("answer", None) if text else None,
-                     **{k: v for k, v in fields.items() if k in ("model", "prompt_tokens", "completion_tokens", "guard")})
+    def audit_record(request: Request, who: dict[str, Any] | None, status: int, *, prompt: str | None = None,
+                     answer: str | None = None, **fields: Any) -> dict[str, Any]:
+        keep = settings.audit_text
+        return {"ts": now(), "who": who and who["name"], "key_id": who and who["key_id"],
+                "source_ip": request.client.host if request.client else None, "route": request.url.path,
+                "status": status, "prompt_sha256": sha256_text(prompt), "answer_sha256": sha256_text(answer),
+                "prompt_text": prompt if keep else None, "answer_text": answer if keep else None,
+                **{k: v for k, v in fields.items() if k in ("model", "prompt_tokens", "completion_tokens", "guard")}}
+
+    async def audit(request: Request, who: dict[str, Any] | None, status: int, **fields: Any) -> None:
+        request.state.audited = True
+        record = audit_record(request, who, status, **fields)
+        if state["writer"] is None:  # app used without its lifespan (a bare test harness)
+            store.append(**record)
+        else:
+            await state["writer"].write(record)
+        metrics["audit"].inc()
 
     def visible_model(who: dict[str, Any], requested: str) -> None:
         if requested not in aliases:
@@ -250,7 +240,7 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> str:
-        return (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
+        return chat_html
 
     @app.get("/metrics")
     async def metrics_route(request: Request) -> Response:
@@ -265,9 +255,10 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
         data = [] if model_level > who["level"] else [
             {"id": model_id, "object": "model", "created": 0, "owned_by": "sovforge",
              "classification": model_level.name, "promotion": promotion}]
+        await audit(request, who, 200, guard={"models_visible": len(data)})
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions", openapi_extra=_body_doc(ChatRequest))
+    @app.post("/v1/chat/completions", openapi_extra=body_doc(ChatRequest, sorted(aliases)))
     async def chat(request: Request) -> Any:
         who = caller(request)
         req: ChatRequest = await body(request, ChatRequest)
@@ -280,126 +271,232 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
             from sovforge.rag import grounded_messages
 
             messages = grounded_messages(question, passages, history=messages[:-1] or None)
-        prompt = "\n".join(m["content"] for m in messages)
-        return await complete(request, who, req, prompt, lambda: state["backend"].chat_prompt(messages), "chat",
-                              passages)
+        prompt = Prompt("\n".join(m["content"] for m in messages), messages=messages)
+        return await generate(request, who, req, "chat", [prompt], passages)
 
-    @app.post("/v1/completions", openapi_extra=_body_doc(CompletionRequest))
+    @app.post("/v1/completions", openapi_extra=body_doc(CompletionRequest, sorted(aliases)))
     async def completions(request: Request) -> Any:
         who = caller(request)
         req: CompletionRequest = await body(request, CompletionRequest)
         visible_model(who, req.model)
-        return await complete(request, who, req, req.prompt, lambda: state["backend"].encode(req.prompt), "text", [])
+        backend = state["backend"]
+        prompts = []
+        for row in req.prompts():
+            if isinstance(row, str):
+                prompts.append(Prompt(row))
+                continue
+            if (bad := next((t for t in row if not 0 <= t < backend.vocab_size), None)) is not None:
+                raise ApiError(400, f"prompt: token id {bad} is outside the vocabulary (0..{backend.vocab_size - 1})")
+            prompts.append(Prompt(backend.decode(row), ids=list(row)))
+        return await generate(request, who, req, "text", prompts, [], echo=req.echo, logprobs=req.logprobs)
 
-    async def complete(request: Request, who: dict[str, Any], req: _Sampling, prompt: str, encode, shape: str,
-                       passages: list[Any]) -> Any:
+    async def generate(request: Request, who: dict[str, Any], req: _Sampling, shape: str, prompts: list[Prompt],
+                       passages: list[Any], *, echo: bool = False, logprobs: int | None = None) -> Any:
+        """Guard the prompts, take the quota, run the generations (batched), guard and audit the answers."""
+        started = time.perf_counter()
         stops = req.stops()
-        if len(prompt) > settings.max_prompt_chars:
-            raise ApiError(413, f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}")
-        screened, prompt_decision, blocked = screen(prompt, who["level"], redact=settings.redact_prompts)
-        base = {"model": model_id, "prompt": prompt, "prompt_text": prompt}
-        if blocked:
-            metrics["guard"].labels("prompt_blocked").inc()
-            audit(request, who, 403, guard={"prompt": prompt_decision}, **base)
-            raise ApiError(403, f"prompt carries a {prompt_decision['level']} marking above your clearance "
-                                f"({who['clearance']})", kind="permission_error")
+        max_tokens = req.max_tokens if req.max_tokens is not None else (req.max_completion_tokens or 256)
+        max_tokens = min(max_tokens, settings.max_tokens_limit)
+        if max_tokens == 0 and not echo:
+            raise ApiError(400, "max_tokens: 0 only makes sense with echo (score the prompt, generate nothing)")
+        if req.stream and (echo or logprobs is not None or len(prompts) > 1):
+            raise ApiError(400, "stream: not supported together with echo, logprobs or several prompts")
+        if (chars := sum(len(p.text) for p in prompts)) > settings.max_prompt_chars:
+            raise ApiError(413, f"prompt is {chars} characters; the limit is {settings.max_prompt_chars}")
+        joined = "\n".join(p.text for p in prompts)
+        base = {"model": model_id, "prompt": joined}
+        decisions = []
+        for p in prompts:
+            screened, decision, blocked = screen(p.text, who["level"], redact=settings.redact_prompts)
+            if blocked:
+                metrics["guard"].labels("prompt_blocked").inc()
+                await audit(request, who, 403, guard={"prompt": decision}, **base)
+                raise ApiError(403, f"prompt carries a {decision['level']} marking above your clearance "
+                                    f"({who['clearance']})", kind="permission_error")
+            if settings.redact_prompts and decision["redactions"]:
+                if p.messages is not None:
+                    p.messages = [{**m, "content": screen(m["content"], who["level"], redact=True)[0]}
+                                  for m in p.messages]
+                elif p.ids is None:
+                    p.text = screened
+            decisions.append(decision)
+        prompt_decision = merge_decisions(decisions)
         try:
             quotas.acquire(who["key_id"])
         except QuotaExceeded as exc:
-            audit(request, who, 429, guard={"prompt": prompt_decision}, **base)
+            await audit(request, who, 429, guard={"prompt": prompt_decision}, **base)
             raise ApiError(429, str(exc), kind="rate_limit_error", headers={"Retry-After": str(exc.retry_after)}) from None
+
+        backend = state["backend"]
+        rows: list[list[int]] = []
+        runs: list[Generation] = []
         released = False
-        try:
-            if settings.redact_prompts and screened != prompt:
-                prompt = screened
-            ids = encode()
-            backend = state["backend"]
-            if len(ids) >= backend.max_positions:
-                raise ApiError(400, f"prompt is {len(ids)} tokens; this model takes at most {backend.max_positions - 1}")
-            max_tokens = min(req.max_tokens or req.max_completion_tokens or 256, settings.max_tokens_limit)
-            job = Job(ids, max_tokens, req.temperature, req.top_p, req.seed)
-            created, rid = int(time.time()), f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-            run = Generation(backend, job, stops, who["level"], settings.request_timeout_s)
 
-            def finish(status: int) -> None:
-                nonlocal released
-                if released:
-                    return
-                released = True
-                quotas.release(who["key_id"], len(ids) + run.tokens)
-                metrics["tokens"].labels("prompt").inc(len(ids))
-                metrics["tokens"].labels("completion").inc(run.tokens)
-                if run.decision.get("redactions") or run.decision.get("blocked"):
+        def finish(status: int) -> dict[str, Any] | None:
+            """Release the quota, count, and build the audit record — exactly once per request (then None)."""
+            nonlocal released
+            if released:
+                return None
+            released = request.state.audited = True
+            prompt_tokens, completion_tokens = sum(map(len, rows)), sum(run.tokens for run in runs)
+            quotas.release(who["key_id"], prompt_tokens + completion_tokens)
+            metrics["tokens"].labels("prompt").inc(prompt_tokens)
+            metrics["tokens"].labels("completion").inc(completion_tokens)
+            for run in runs:
+                if run.first_token_at is not None:
+                    metrics["ttft"].labels(shape).observe(run.first_token_at - started)
+                    if run.tokens > 1 and run.last_token_at > run.first_token_at:
+                        metrics["decode_rate"].observe((run.tokens - 1) / (run.last_token_at - run.first_token_at))
+                if run.decision["redactions"] or run.decision["blocked"]:
                     metrics["guard"].labels("answer_redacted_or_blocked").inc()
-                audit(request, who, status, prompt_tokens=len(ids), completion_tokens=run.tokens,
-                      guard={"prompt": prompt_decision, "answer": run.decision}, answer=run.text, **base)
+            answers = [run.decision for run in runs]
+            guard = {"prompt": prompt_decision, "answer": merge_decisions(answers) if answers else None}
+            if logprobs is not None or echo:
+                guard["scoring"] = {"echo": echo, "logprobs": logprobs}
+            return audit_record(request, who, status, prompt_tokens=prompt_tokens,
+                                completion_tokens=completion_tokens, guard=guard, answer="\n".join(r.text for r in runs),
+                                **base)
 
-            citations = None
-            if not req.stream:
+        async def commit(status: int) -> None:
+            if (record := finish(status)) is None:
+                return
+            if state["writer"] is None:
+                store.append(**record)
+            else:
+                await state["writer"].write(record)
+            metrics["audit"].inc()
+
+        def commit_later(status: int) -> None:
+            """The request is ending abnormally (client gone, cancelled): queue its record without waiting."""
+            if (record := finish(status)) is not None:
+                state["writer"].submit(record) if state["writer"] else store.append(**record)
+
+        def stream_closed() -> None:
+            metrics["inflight"].dec()
+            commit_later(499)  # a no-op when the stream ended normally and committed already
+
+        metrics["inflight"].inc()
+        streaming = False
+        try:
+            for p in prompts:
+                ids = p.ids if p.ids is not None else (
+                    backend.chat_prompt(p.messages) if p.messages is not None else backend.encode(p.text))
+                limit = backend.max_positions - (1 if max_tokens else 0)
+                if not ids:
+                    raise ApiError(400, "prompt encodes to no tokens")
+                if len(ids) > limit:
+                    raise ApiError(400, f"prompt is {len(ids)} tokens; this model takes at most {limit}")
+                rows.append(ids)
+            if max_tokens:
+                runs = [Generation(backend, Job(prompt_ids=list(ids), max_tokens=max_tokens,
+                                                temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                                                ignore_eos=req.ignore_eos),
+                                   stops, who["level"], settings.request_timeout_s) for ids in rows]
+            created = int(time.time())
+            rid = f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+            if req.stream:
+                streaming = True
+                return GuardedStream(stream_events(runs[0], shape, rid, created, passages, len(rows[0]), commit),
+                                     on_close=stream_closed, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+            async def drain(run: Generation) -> None:
+                async for _ in run.deltas():
+                    pass
+
+            tasks = [asyncio.ensure_future(drain(run)) for run in runs]  # the prompts of one call share batches
+            try:
                 try:
-                    async for _ in run.deltas():
-                        pass
-                except TimeoutError:
-                    finish(504)
-                    raise ApiError(504, "generation timed out", kind="timeout_error") from None
-                citations = cite(run, passages)
-                finish(200)
-                usage = {"prompt_tokens": len(ids), "completion_tokens": run.tokens,
-                         "total_tokens": len(ids) + run.tokens}
-                if shape == "chat":
-                    choice = {"index": 0, "message": {"role": "assistant", "content": run.text},
-                              "finish_reason": run.finish_reason, "logprobs": None}
-                    out = {"id": rid, "object": "chat.completion", "created": created, "model": model_id,
-                           "choices": [choice], "usage": usage}
-                else:
-                    out = {"id": rid, "object": "text_completion", "created": created, "model": model_id,
-                           "choices": [{"index": 0, "text": run.text, "finish_reason": run.finish_reason,
-                                        "logprobs": None}], "usage": usage}
+                    await asyncio.gather(*tasks)
+                finally:
+                    for task in tasks:  # one failed or the caller left: stop the others' rows too
+                        task.cancel()
+            except TimeoutError:
+                raise ApiError(504, "generation timed out", kind="timeout_error") from None
+            except BackendError as exc:
+                log.error("backend failed", extra={"fields": {"error": str(exc)[:500]}})
+                raise ApiError(502, f"the model backend failed: {exc}", kind="server_error") from None
+            scores = None
+            if logprobs is not None:
+                try:
+                    scores = await backend.score([ids + (runs[i].kept_ids() if runs else [])
+                                                  for i, ids in enumerate(rows)], logprobs)
+                except BackendError as exc:
+                    raise ApiError(501, f"logprobs: {exc}", kind="not_implemented") from None
+            usage = {"prompt_tokens": sum(map(len, rows)), "completion_tokens": sum(r.tokens for r in runs)}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if shape == "chat":
+                citations = cite(runs[0], passages)
+                choice = {"index": 0, "message": {"role": "assistant", "content": runs[0].text},
+                          "finish_reason": runs[0].finish_reason, "logprobs": None}
+                out = {"id": rid, "object": "chat.completion", "created": created, "model": model_id,
+                       "choices": [choice], "usage": usage}
                 if citations is not None:
                     out["citations"] = citations
-                return out
-
-            def chunk(delta: str | None, finish_reason: str | None, extra: dict[str, Any] | None = None) -> str:
-                if shape == "chat":
-                    payload = {"role": "assistant", "content": delta} if delta is not None else {}
-                    choice = {"index": 0, "delta": payload, "finish_reason": finish_reason, "logprobs": None}
-                    obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                           "choices": [choice]}
-                else:
-                    obj = {"id": rid, "object": "text_completion", "created": created, "model": model_id,
-                           "choices": [{"index": 0, "text": delta or "", "finish_reason": finish_reason,
-                                        "logprobs": None}]}
-                obj.update(extra or {})
-                return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-            async def events():
-                status = 200
-                try:
-                    async for delta in run.deltas():
-                        if delta:
-                            yield chunk(delta, None)
-                    extra = {}
-                    if (citations := cite(run, passages)) is not None:
-                        extra["citations"] = citations
-                    extra["usage"] = {"prompt_tokens": len(ids), "completion_tokens": run.tokens,
-                                      "total_tokens": len(ids) + run.tokens}
-                    yield chunk(None, run.finish_reason, extra)
-                    yield "data: [DONE]\n\n"
-                except TimeoutError:
-                    status = 504
-                    yield f"data: {json.dumps(error_body(504, 'generation timed out', 'timeout_error'))}\n\n"
-                finally:
-                    job.cancelled = True
-                    finish(status)
-
-            return StreamingResponse(events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        except BaseException:
-            if not released:
-                released = True
-                quotas.release(who["key_id"], 0)
-                audit(request, who, 400, **base)
+            else:
+                choices = []
+                for i, ids in enumerate(rows):
+                    run = runs[i] if runs else None
+                    text = run.text if run else ""
+                    if echo:
+                        text = "".join(token_pieces(backend.tokenizer, ids)) + text
+                    lp = None
+                    if scores is not None:
+                        segments = ([ids] if echo else []) + [run.kept_ids() if run else []]
+                        lp = legacy_logprobs(backend.tokenizer, segments, scores[i], 0 if echo else len(ids), logprobs)
+                    choices.append({"index": i, "text": text, "logprobs": lp,
+                                    "finish_reason": run.finish_reason if run else "length"})
+                out = {"id": rid, "object": "text_completion", "created": created, "model": model_id,
+                       "choices": choices, "usage": usage}
+            await commit(200)
+            return out
+        except BaseException as exc:
+            commit_later(exc.status_code if isinstance(exc, HTTPException)
+                         else 499 if isinstance(exc, asyncio.CancelledError) else 500)
             raise
+        finally:
+            if not streaming:
+                metrics["inflight"].dec()
+
+    async def stream_events(run: Generation, shape: str, rid: str, created: int, passages: list[Any],
+                            prompt_tokens: int, commit):
+        def chunk(delta: str | None, finish_reason: str | None, extra: dict[str, Any] | None = None,
+                  role: bool = False) -> str:
+            if shape == "chat":
+                payload = {"role": "assistant", "content": delta} if delta is not None or role else {}
+                choice = {"index": 0, "delta": payload, "finish_reason": finish_reason, "logprobs": None}
+                obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                       "choices": [choice]}
+            else:
+                obj = {"id": rid, "object": "text_completion", "created": created, "model": model_id,
+                       "choices": [{"index": 0, "text": delta or "", "finish_reason": finish_reason,
+                                    "logprobs": None}]}
+            obj.update(extra or {})
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        try:
+            if shape == "chat":  # the stream has begun (OpenAI sends the role first, with empty content)
+                yield chunk("", None, role=True)
+            async for delta in run.deltas():
+                if delta:
+                    yield chunk(delta, None)
+            extra: dict[str, Any] = {}
+            if (citations := cite(run, passages)) is not None:
+                extra["citations"] = citations
+            extra["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": run.tokens,
+                              "total_tokens": prompt_tokens + run.tokens}
+            final = chunk(None, run.finish_reason, extra)
+            await commit(200)  # the record is in the database before the caller sees the end of the answer
+            yield final + "data: [DONE]\n\n"  # one write for both
+        except TimeoutError:
+            await commit(504)
+            yield f"data: {json.dumps(error_body(504, 'generation timed out', 'timeout_error'))}\n\n"
+        except BackendError as exc:
+            log.error("backend failed", extra={"fields": {"error": str(exc)[:500]}})
+            await commit(502)
+            yield f"data: {json.dumps(error_body(502, f'the model backend failed: {exc}', 'server_error'))}\n\n"
+        finally:
+            run.job.cancelled = True
 
     def retrieve_passages(query: str, k: int, clearance: Level) -> list[Any]:
         try:
@@ -416,7 +513,7 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
         except QueryError as exc:
             raise ApiError(400, str(exc)) from None
 
-    def cite(run: "Generation", passages: list[Any]) -> list[dict[str, Any]] | None:
+    def cite(run: Generation, passages: list[Any]) -> list[dict[str, Any]] | None:
         if not passages:
             return None
         from sovforge.rag import check_citations
@@ -424,22 +521,24 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
         run.text, citations = check_citations(run.text, passages)
         return citations
 
-    @app.post("/v1/retrieve", openapi_extra=_body_doc(RetrieveRequest))
+    @app.post("/v1/retrieve", openapi_extra=body_doc(RetrieveRequest))
     async def retrieve(request: Request) -> dict[str, Any]:
         who = caller(request)
         req: RetrieveRequest = await body(request, RetrieveRequest)
         passages = await run_in_threadpool(retrieve_passages, req.query, req.k, who["level"])
-        audit(request, who, 200, prompt=req.query, prompt_text=req.query,
-              guard={"passages": len(passages), "clearance": who["clearance"]})
-        return {"object": "list", "data": [_passage(p) for p in passages]}
+        await audit(request, who, 200, prompt=req.query, guard={"passages": len(passages),
+                                                                "clearance": who["clearance"]})
+        return {"object": "list", "results": [passage_json(p) for p in passages]}  # DESIGN.md §3
 
     # ------------------------------------------------------------------------------------- admin
     @app.get("/admin/keys")
     async def admin_list(request: Request) -> dict[str, Any]:
-        caller(request, "admin")
-        return {"data": store.list_keys()}
+        who = caller(request, "admin")
+        keys = store.list_keys()
+        await audit(request, who, 200, guard={"listed_keys": len(keys)})
+        return {"data": keys}
 
-    @app.post("/admin/keys", openapi_extra=_body_doc(KeyRequest))
+    @app.post("/admin/keys", openapi_extra=body_doc(KeyRequest))
     async def admin_create(request: Request) -> dict[str, Any]:
         who = caller(request, "admin")
         req: KeyRequest = await body(request, KeyRequest)
@@ -447,7 +546,7 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
             key_id, key = store.create_key(req.name, req.role, req.clearance)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-        audit(request, who, 200, guard={"created_key": key_id, "role": req.role, "clearance": req.clearance})
+        await audit(request, who, 200, guard={"created_key": key_id, "role": req.role, "clearance": req.clearance})
         return {"key_id": key_id, "key": key, "note": "shown once; store it safely"}
 
     @app.delete("/admin/keys/{key_id}")
@@ -455,96 +554,7 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
         who = caller(request, "admin")
         if not store.revoke_key(key_id):
             raise ApiError(404, f"no key {key_id!r}", kind="not_found_error")
-        audit(request, who, 200, guard={"revoked_key": key_id})
+        await audit(request, who, 200, guard={"revoked_key": key_id})
         return {"key_id": key_id, "revoked": True}
 
     return app
-
-
-class Generation:
-    """One request's tokens → guarded text deltas (stop strings, PII redaction, clearance block, timeout)."""
-
-    def __init__(self, backend: Any, job: Job, stops: list[str], clearance: Level, timeout: float):
-        self.backend, self.job, self.stops, self.clearance = backend, job, stops, clearance
-        self.deadline = time.monotonic() + timeout
-        self.ids: list[int] = []
-        self.text, self.sent, self.finish_reason = "", 0, "stop"
-        self.decision: dict[str, Any] = {}
-
-    @property
-    def tokens(self) -> int:
-        return len(self.ids)
-
-    def _guarded(self, final: bool) -> tuple[str, bool]:
-        raw = self.backend.decode(self.ids)
-        stopped = False
-        for stop in self.stops:
-            if (at := raw.find(stop)) >= 0:
-                raw, stopped = raw[:at], True
-        text, self.decision, blocked = screen(raw, self.clearance, redact=True)
-        if blocked:
-            return WITHHELD, True
-        return text, stopped
-
-    async def deltas(self):
-        iterator = self.backend.submit(self.job)
-        while True:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                self.job.cancelled = True
-                raise TimeoutError
-            try:
-                token = await asyncio.wait_for(run_in_threadpool(next, iterator, _DONE), timeout=remaining)
-            except asyncio.TimeoutError:
-                self.job.cancelled = True
-                raise TimeoutError from None
-            if token is _DONE:
-                break
-            self.ids.append(token)
-            text, stopped = self._guarded(final=False)
-            if text == WITHHELD or stopped:
-                self.job.cancelled = True
-                break
-            safe = max(self.sent, len(text) - HOLD_BACK)
-            if safe > self.sent and text[: self.sent] == self.text[: self.sent]:
-                yield text[self.sent: safe]
-                self.sent = safe
-            self.text = text
-        self.text, stopped = self._guarded(final=True)
-        if self.text == WITHHELD:
-            self.finish_reason = "content_filter"
-        elif not stopped and self.tokens >= self.job.max_tokens:
-            self.finish_reason = "length"
-        if self.text == WITHHELD and self.sent:
-            yield "\n" + WITHHELD
-        else:
-            yield self.text[self.sent:]
-        self.sent = len(self.text)
-
-
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for routes that parse their body themselves (to answer bad JSON with a clear 400)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:  # OpenAPI tools do not follow pydantic's local "#/$defs/..." refs
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: inline(v) for k, v in node.items()}
-        return [inline(v) for v in node] if isinstance(node, list) else node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
-
-
-def _passage(p: Any) -> dict[str, Any]:
-    fields = ("doc_id", "source", "text", "score", "classification", "chunk_id", "span", "title")
-    return {name: getattr(p, name, None) if not isinstance(p, dict) else p.get(name) for name in fields}
-
-
-def _describe(errors: list[dict[str, Any]]) -> str:
-    parts = []
-    for err in errors[:5]:
-        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"

@@ -36,11 +36,12 @@ def register(app: typer.Typer) -> None:
         requests_per_minute: Annotated[int, typer.Option(help="Per-key requests per minute.")] = 60,
         tokens_per_day: Annotated[int, typer.Option(help="Per-key tokens per UTC day.")] = 200_000,
         max_concurrent: Annotated[int, typer.Option(help="Per-key concurrent requests.")] = 4,
+        max_batch_size: Annotated[int, typer.Option(help="Most requests merged into one forward pass.")] = 8,
+        request_timeout: Annotated[float, typer.Option(help="Seconds before a generation is abandoned (504).")] = 120.0,
+        drain_timeout: Annotated[float, typer.Option(help="On SIGTERM, seconds in-flight requests may finish.")] = 30.0,
         audit_text: Annotated[bool, typer.Option(help="Store prompt/answer text in the audit log (hashes always).")] = False,
     ) -> None:
-        """Run the audited, clearance-aware OpenAI-compatible gateway."""
-        import logging
-
+        """Run the audited, clearance-aware OpenAI-compatible gateway (JSON log lines on stderr)."""
         import uvicorn
         from pydantic import ValidationError
 
@@ -48,31 +49,43 @@ def register(app: typer.Typer) -> None:
         from sovforge.serve.app import PromotionError, create_app
         from sovforge.serve.backend import BackendError, make_backend
         from sovforge.serve.config import ServeConfig
+        from sovforge.serve.ops import configure_logging
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        configure_logging()  # before the model loads: its messages are JSON lines too
+        engine = None
         try:
             cfg = ServeConfig(model=model, host=host, port=port, db=db, table_prefix=table_prefix, backend=backend,
                               device=device, report=report, force_unpromoted=force_unpromoted, index=index,
                               redis=redis, requests_per_minute=requests_per_minute, tokens_per_day=tokens_per_day,
-                              max_concurrent=max_concurrent, audit_text=audit_text)
+                              max_concurrent=max_concurrent, max_batch_size=max_batch_size,
+                              request_timeout_s=request_timeout, drain_timeout_s=drain_timeout, audit_text=audit_text)
             from sovforge.artifacts import open_input
             from sovforge.serve.app import check_promotion
 
             check_promotion(open_input(model).id, report, force_unpromoted)  # refuse before loading weights
-            engine = make_backend(cfg.backend, model, device=device)  # fail before binding a port
+            engine = make_backend(cfg.backend, model, device=device, max_batch_size=max_batch_size)  # before binding
             application = create_app(cfg, backend=engine)
         except (ValidationError, PromotionError, BackendError, ValueError, FileNotFoundError) as exc:
+            if engine is not None:
+                engine.close()
             raise fail(str(exc)) from None
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable beyond this machine", err=True)
-        uvicorn.run(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=30)
+        try:
+            # SIGTERM/SIGINT: uvicorn stops accepting, waits up to drain_timeout for in-flight requests, then runs
+            # the app's shutdown (backend stopped, audit queue written, final signed checkpoint)
+            uvicorn.run(application, host=host, port=port, log_config=None, access_log=False,
+                        timeout_graceful_shutdown=int(max(1, drain_timeout)))
+        finally:
+            engine.close()  # idempotent; also when uvicorn could not bind the port
 
     keys_app = typer.Typer(help="Manage gateway API keys.", no_args_is_help=True)
     app.add_typer(keys_app, name="keys")
 
     @keys_app.command("create")
     def keys_create(
-        name: Annotated[str, typer.Argument(help="Who the key is for.")],
+        name: Annotated[Optional[str], typer.Argument(help="Who the key is for (or --name).")] = None,
+        name_option: Annotated[Optional[str], typer.Option("--name", help="Who the key is for.")] = None,
         role: Annotated[str, typer.Option(help="user, operator or admin.")] = "user",
         clearance: Annotated[str, typer.Option(help="Highest classification the key may see.")] = "UNCLASSIFIED",
         db: Annotated[Optional[str], _DB] = None,
@@ -81,8 +94,10 @@ def register(app: typer.Typer) -> None:
         """Create a key; it is printed once (only its HMAC is stored)."""
         from sovforge.cli import fail
 
+        if not (name or name_option) or (name and name_option and name != name_option):
+            raise fail("give the key's holder once: `sovforge keys create NAME` or `--name NAME`")
         try:
-            key_id, key = _store(db, table_prefix).create_key(name, role, clearance)
+            key_id, key = _store(db, table_prefix).create_key(name or name_option, role, clearance)
         except ValueError as exc:
             raise fail(str(exc)) from None
         typer.echo(json.dumps({"key_id": key_id, "key": key}))
@@ -134,5 +149,8 @@ def register(app: typer.Typer) -> None:
     @audit_app.command("purge")
     def audit_purge(days: Annotated[int, typer.Option(help="Retention in days.")] = 730,
                     db: Annotated[Optional[str], _DB] = None, table_prefix: Annotated[str, _PREFIX] = "sf_") -> None:
-        """Delete records older than the retention period (export them first)."""
-        typer.echo(f"purged {_store(db, table_prefix).purge_older_than(days)} records")
+        """Remove the content of records older than the retention period (export first); hashes and chain stay."""
+        store = _store(db, table_prefix)
+        store.checkpoint()  # a purge only reaches as far as a signed checkpoint covers
+        typer.echo(f"purged {store.purge_older_than(days)} records older than {days} days "
+                   "(content removed; seq, hashes and a signed purge anchor kept, so `audit verify` still passes)")

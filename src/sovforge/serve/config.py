@@ -39,6 +39,8 @@ class ServeConfig(StrictModel):
     """RAG index artifact for /v1/retrieve and "retrieval": true."""
     redis: str | None = None
     """redis://127.0.0.1:6379/0 to share rate limits between workers; in-process when unset."""
+    redis_prefix: str = "sovforge:"
+    """Prefix of every Redis key the quotas use (lets gateways, or test runs, share one Redis)."""
     requests_per_minute: int = 60
     """Per-key request quota per rolling minute."""
     tokens_per_day: int = 200_000
@@ -53,6 +55,8 @@ class ServeConfig(StrictModel):
     """Upper bound on max_tokens a caller may ask for."""
     request_timeout_s: float = 120.0
     """A generation running longer than this is abandoned with 504."""
+    drain_timeout_s: float = 30.0
+    """On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then seal the audit log."""
     audit_text: bool = False
     """Also store prompt/answer text in the audit log (hashes are always stored)."""
     checkpoint_every: int = 100
