@@ -86,6 +86,18 @@ def run_key(stage: str, cfg: Any, artifacts: dict[str, Path]) -> str:
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
+def files_fingerprint(paths: list[Path]) -> str:
+    """A cheap identity of raw input files/directories (each file's path, size and mtime), for `input_fingerprint`."""
+    digest = hashlib.sha256()
+    for root in paths:
+        root = Path(root)
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+        for f in files:
+            stat = f.stat() if f.exists() else None
+            digest.update(f"{f}\0{stat.st_size if stat else -1}\0{stat.st_mtime_ns if stat else -1}\n".encode())
+    return digest.hexdigest()
+
+
 def _load_state(workdir: Path) -> dict[str, Any]:
     path = workdir / "state.json"
     if path.exists():

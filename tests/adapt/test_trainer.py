@@ -14,18 +14,6 @@ import torch
 from sovforge.adapt.config import TrainConfig
 from sovforge.adapt.trainer import CRASH_ENV, TrainingError, checkpoints, lr_lambda, train
 
-SCRIPT = """
-import sys, torch
-from transformers import AutoModelForCausalLM
-from sovforge.adapt.config import TrainConfig
-from sovforge.adapt.trainer import train
-model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
-batches = torch.load(sys.argv[2], weights_only=True)
-cfg = TrainConfig.model_validate_json(sys.argv[3])
-train(model, batches, cfg, out_dir=sys.argv[4])
-"""
-
-
 def _model(path: Path):
     from transformers import AutoModelForCausalLM
 
@@ -75,23 +63,70 @@ def test_loss_fn_hook_is_used(tiny_model: Path, tmp_path: Path):
     assert len(calls) == 3 and result.steps == 3 and result.final_loss > 0
 
 
-def test_kill_and_resume_matches_uninterrupted(tiny_model: Path, tmp_path: Path):
-    batches = _batches(tiny_model)
-    cfg = _cfg(max_steps=6, checkpoint_every=2)
-    reference = train(_model(tiny_model), batches, cfg, out_dir=tmp_path / "straight")
+def test_kill_and_resume_matches_uninterrupted(tiny_model: Path, corpus: Path, tmp_path: Path, sovforge_home: Path):
+    """`sovforge adapt cpt` SIGKILLed after step 4; rerunning the same command resumes from its step-4 checkpoint
+    (weights, AdamW moments, scheduler, RNG, data position) and ends on the uninterrupted run's loss."""
+    from typer.testing import CliRunner
 
-    data = tmp_path / "batches.pt"
-    torch.save(batches, data)
-    run_dir = tmp_path / "killed"
-    env = {**os.environ, CRASH_ENV: "4"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model), str(data), cfg.model_dump_json(),
-                           str(run_dir)], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILLed after step 4
-    assert [p.name for p in checkpoints(run_dir)] == ["step-0000002", "step-0000004"]
+    from sovforge.artifacts import load_artifact
+    from sovforge.cli import app
 
-    resumed = train(_model(tiny_model), batches, cfg, out_dir=run_dir)
-    assert resumed.resumed_from == 4 and resumed.steps == 6
-    assert resumed.final_loss == pytest.approx(reference.final_loss, rel=1e-5, abs=1e-6)
+    def command(out: Path) -> list[str]:
+        return ["adapt", "cpt", "--base", str(tiny_model), "--corpus", str(corpus), "--out", str(out),
+                "--seq-len", "32", "--batch-size", "2", "--max-steps", "6", "--checkpoint-every", "2",
+                "--learning-rate", "0.003", "--warmup-steps", "1", "--lora-r", "4", "--seed", "1"]
+
+    runner = CliRunner()
+    straight = runner.invoke(app, command(tmp_path / "straight"))
+    assert straight.exit_code == 0, straight.output
+    reference = load_artifact(tmp_path / "straight").stats
+
+    out = tmp_path / "killed"
+    env = {**os.environ, CRASH_ENV: "4", "OMP_NUM_THREADS": "1", "SOVFORGE_HOME": str(sovforge_home)}
+    proc = subprocess.run([sys.executable, "-m", "sovforge.cli", *command(out)], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILLed right after step 4's checkpoint
+    run_dir = tmp_path / ".killed.run"
+    assert [p.name for p in checkpoints(run_dir)] == ["step-0000002", "step-0000004"] and not out.exists()
+    assert sorted(f.name for f in checkpoints(run_dir)[-1].iterdir()) == [
+        "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+
+    resumed = runner.invoke(app, command(out))  # the very same command
+    assert resumed.exit_code == 0, resumed.output
+    stats = load_artifact(out).stats
+    assert stats["resumed_from"] == 4 and stats["steps"] == 6 and reference["resumed_from"] is None
+    assert stats["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-5, abs=1e-6)
+    assert stats["after"]["val_loss"] == pytest.approx(reference["after"]["val_loss"], rel=1e-5)
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the metrics log continues across the kill
+
+
+def test_changed_command_does_not_resume_foreign_checkpoints(tiny_model: Path, corpus: Path, tmp_path: Path):
+    from sovforge.adapt.config import AdaptConfig
+    from sovforge.adapt.methods import run_dir
+
+    work = run_dir(tmp_path / "out", "key-a")
+    (work / "checkpoints" / "step-0000002").mkdir(parents=True)
+    (work / "checkpoints" / "step-0000002" / "state.json").write_text("{}")
+    assert run_dir(tmp_path / "out", "key-a") == work and checkpoints(work)  # same run: kept for resuming
+    assert run_dir(tmp_path / "out", "key-b") == work and not checkpoints(work)  # another config: fresh start
+    assert AdaptConfig().train.resume is True
+
+
+def test_gradient_checkpointing_with_lora_gives_the_same_step(tiny_model: Path, tmp_path: Path):
+    """Recomputing activations changes memory, not maths: same first-step loss and grad norm, frozen embeddings."""
+    from peft import LoraConfig, get_peft_model
+
+    def run(checkpointing: bool, out: Path) -> dict:
+        torch.manual_seed(0)
+        model = get_peft_model(_model(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        train(model, _batches(tiny_model), _cfg(max_steps=1, gradient_checkpointing=checkpointing), out_dir=out)
+        assert model.base_model.model.is_gradient_checkpointing == checkpointing
+        return json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+
+    plain, recomputed = run(False, tmp_path / "a"), run(True, tmp_path / "b")
+    assert recomputed["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert recomputed["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4) and plain["grad_norm"] > 0
 
 
 def test_bad_inputs_fail_before_training(tiny_model: Path, tmp_path: Path):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sovforge._config_base import StrictModel
+from sovforge.classification import parse_level
 
 
 class TrainConfig(StrictModel):
@@ -58,14 +59,28 @@ class AdaptConfig(StrictModel):
     """`cpt` = continued pre-training on the corpus text; `sft` = supervised fine-tuning on chat/instruction JSONL."""
     method: Literal["full", "lora", "qlora"] = "lora"
     """Train all weights (`full`), a LoRA adapter, or a LoRA adapter on a 4-bit base (`qlora`, CUDA only)."""
+    qlora_cpu_fallback: bool = False
+    """With `method: qlora` on a machine without CUDA, train plain LoRA instead of failing (recorded in the manifest)."""
     seq_len: int = Field(512, ge=8)
     """Tokens per training sequence (must not exceed the model's max_position_embeddings)."""
     batch_size: int = Field(8, ge=1)
     """Sequences per micro-batch."""
+    eval_blocks: int = Field(64, ge=1)
+    """At most this many validation sequences (evenly spaced over the validation split) are scored per evaluation."""
     replay_text: list[Path] = Field(default_factory=list)
     """Local general-text files/directories (.txt/.md) mixed into CPT so general ability is kept (no download)."""
     replay_share: float = Field(0.0, ge=0, lt=1)
     """Fraction of CPT training blocks drawn from `replay_text` (0 = domain only)."""
+    sft_data: list[Path] = Field(default_factory=list)
+    """SFT JSONL files: chat rows `{"messages": [{"role", "content"}, ...]}` or `{"instruction", "input", "output"}`."""
+    sft_from_corpus: bool = False
+    """In a recipe with `mode: sft`: also generate rows from the ingest corpus (statute articles, FM paragraphs)."""
+    sft_packing: bool = False
+    """Pack several SFT examples into each sequence; attention stays within each example (position_ids restart)."""
+    sft_val_share: float = Field(0.05, ge=0, lt=1)
+    """Share of SFT rows held out (chosen by a hash of the row, so stable across runs) for validation loss."""
+    data_max_classification: str = "UNCLASSIFIED"
+    """Highest marking an SFT row may carry; a row marked above it is refused, naming its file and line."""
     lora_r: int = Field(16, ge=1)
     """LoRA rank."""
     lora_alpha: int = Field(32, ge=1)
@@ -76,3 +91,8 @@ class AdaptConfig(StrictModel):
     """Modules that get LoRA; None = the default of the architecture (`sovforge.model.loading.ARCHITECTURES`)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Training-loop settings."""
+
+    @field_validator("data_max_classification")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        return str(parse_level(value))

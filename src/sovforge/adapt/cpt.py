@@ -1,132 +1,156 @@
 """Continued pre-training on a corpus artifact: `sovforge adapt cpt --base BASE --corpus CORPUS --out OUT`.
 
-Uses the corpus's packed token streams when they were made with the same tokenizer (sha256 of tokenizer.json),
-otherwise tokenises `documents/` itself. A `replay_share` of blocks comes from local general text so the model
-keeps its general ability. Output: kind "model" (full) or "adapter" (LoRA) artifact.
+Steps, top to bottom in `run_cpt`:
+1. check the base (tokenizer present, seq_len within the model) and the method (QLoRA needs CUDA) — no weights yet;
+2. token streams: the corpus's packed `packed/<split>.npy` (memory-mapped) when ingest made it with this base's
+   tokenizer, else `documents/` tokenised here into an int32 array (4 bytes/token, never a list of Python ints);
+3. blocks: `TokenBlocks` cuts (batch, seq_len) tensors out of those arrays on demand, so memory is the model plus
+   one batch, not the corpus. A `replay_share` of blocks comes from local general text (`replay_text`) so the
+   model keeps its general ability; the last blocks of that text are held out to measure general perplexity;
+4. validation perplexity before, `train()` (the one loop: resumable, metrics JSONL), perplexity after;
+5. the artifact: kind "model" (full) or "adapter" (LoRA/QLoRA), naming base and corpus, before/after in stats.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sovforge.adapt.config import AdaptConfig
+from sovforge.adapt.methods import check_base, fingerprint, load_for_training, resolve_method, run_dir, write_result
 from sovforge.adapt.trainer import TrainingError, evaluate_loss, train
-from sovforge.ingest.corpus import iter_documents, packed_tokens
+from sovforge.ingest.corpus import iter_documents, packed_meta, packed_tokens
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+DOMAIN, REPLAY = 0, 1  # stream index of a block reference
 
 
-def corpus_tokens(corpus_dir: Path, base: Path, tokenizer: Any, split: str) -> list[int]:
-    """Token stream of one split: the corpus's packed stream if it matches our tokenizer, else re-tokenised."""
-    packed = packed_tokens(corpus_dir, split, tokenizer_json=base / "tokenizer.json")
+def text_stream(texts: Iterable[str], tokenizer: Any) -> np.ndarray:
+    """Texts tokenised and concatenated, each followed by EOS (the layout of ingest's packed streams)."""
+    parts = [np.asarray(tokenizer(text, verbose=False)["input_ids"] + [tokenizer.eos_token_id], dtype=np.int32)
+             for text in texts if text]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def corpus_stream(corpus_dir: Path, base_dir: Path, tokenizer: Any, split: str) -> tuple[np.ndarray, str]:
+    """One split's token stream and where it came from: "packed" (memmap, same tokenizer) or "tokenised"."""
+    packed = packed_tokens(corpus_dir, split, tokenizer_json=base_dir / "tokenizer.json")
     if packed is not None:
-        return packed.astype("int64").tolist()
-    ids: list[int] = []
-    for doc in iter_documents(corpus_dir, split):
-        ids.extend(tokenizer(doc["text"])["input_ids"])
-        ids.append(tokenizer.eos_token_id)
-    return ids
+        if packed.ndim != 1:
+            raise TrainingError(f"{corpus_dir}/packed/{split}.npy is not a 1-D token stream (shape {packed.shape})")
+        return packed, "packed"
+    return text_stream((doc.get("text", "") for doc in iter_documents(corpus_dir, split)), tokenizer), "tokenised"
 
 
-def replay_tokens(paths: list[Path], tokenizer: Any) -> list[int]:
-    ids: list[int] = []
+def replay_stream(paths: list[Path], tokenizer: Any) -> np.ndarray:
+    """General text for replay: .txt/.md files under the given paths, in a stable order."""
     files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
-    for f in files:
-        if f.suffix.lower() in (".txt", ".md"):
-            ids.extend(tokenizer(f.read_text(encoding="utf-8", errors="replace"))["input_ids"])
-            ids.append(tokenizer.eos_token_id)
-    return ids
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise TrainingError(f"replay_text not found: {missing}")
+    return text_stream((f.read_text(encoding="utf-8", errors="replace") for f in files
+                        if f.suffix.lower() in (".txt", ".md")), tokenizer)
 
 
-def blocks(ids: list[int], seq_len: int) -> Any:
-    import torch
+class TokenBlocks(Sequence):
+    """Micro-batches over token streams without copying them: item i = `batch_size` blocks of `seq_len` tokens.
 
-    n = len(ids) // seq_len
-    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    `refs` is an (N, 2) int64 array of (stream index, block index); block b of a stream is tokens
+    [b * seq_len, (b + 1) * seq_len). Each __getitem__ reads only its blocks (from a memmap: only those pages).
+    """
+
+    def __init__(self, streams: Sequence[np.ndarray], refs: np.ndarray, seq_len: int, batch_size: int):
+        self.streams, self.refs, self.seq_len, self.batch_size = streams, refs, seq_len, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.refs) // self.batch_size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rows = self.refs[index * self.batch_size:(index + 1) * self.batch_size]
+        length = self.seq_len
+        ids = np.stack([self.streams[s][b * length:(b + 1) * length] for s, b in rows]).astype(np.int64)
+        block = torch.from_numpy(ids)  # (B, seq_len)
+        return {"input_ids": block, "labels": block.clone()}
 
 
-def batches_of(block_tensor: Any, batch_size: int) -> list[dict[str, Any]]:
-    return [{"input_ids": b, "labels": b.clone()} for b in block_tensor.split(batch_size)]
+def block_refs(stream_index: int, blocks: np.ndarray) -> np.ndarray:
+    return np.stack([np.full(len(blocks), stream_index, dtype=np.int64), blocks.astype(np.int64)], axis=1)
 
 
-def mix_replay(domain: Any, replay: Any, share: float, seed: int) -> Any:
-    """Domain blocks plus enough replay blocks that they make up `share` of the result."""
-    import torch
-
-    if share <= 0 or replay is None or len(replay) == 0:
-        return domain
-    wanted = round(len(domain) * share / (1 - share))
-    generator = torch.Generator().manual_seed(seed)
-    pick = torch.randint(len(replay), (wanted,), generator=generator)
-    return torch.cat([domain, replay[pick]])
+def spaced(n: int, k: int) -> np.ndarray:
+    """k block indices evenly spread over range(n) (all of them when n <= k): bounded, representative eval."""
+    return np.arange(n) if n <= k else np.linspace(0, n - 1, k).round().astype(np.int64)
 
 
-def wrap_lora(model: Any, cfg: AdaptConfig, base: Path) -> Any:
-    from peft import LoraConfig, get_peft_model
+def mixed_refs(n_domain: int, replay_pool: int, share: float, seed: int) -> np.ndarray:
+    """Every domain block plus enough replay blocks (sampled from the first `replay_pool`) to make `share`, shuffled.
 
-    from sovforge.model.loading import ARCHITECTURES, model_type
-
-    targets = cfg.target_modules or ARCHITECTURES.get(model_type(base))
-    if not targets:
-        raise TrainingError(f"no default LoRA target modules for model type {model_type(base)!r}; set target_modules")
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    Shuffled once here, so each micro-batch mixes domain and replay instead of whole batches of one kind.
+    """
+    rng = np.random.default_rng(seed)
+    refs = block_refs(DOMAIN, np.arange(n_domain))
+    if share > 0 and replay_pool > 0:
+        wanted = round(n_domain * share / (1 - share))
+        refs = np.concatenate([refs, block_refs(REPLAY, rng.integers(0, replay_pool, wanted))])
+    return refs[rng.permutation(len(refs))]
 
 
 def run_cpt(base_path: str | Path, corpus_path: str | Path, cfg: AdaptConfig, out: str | Path) -> Path:
     """Validate inputs, train, and write the model/adapter artifact; returns its directory."""
-    from sovforge.artifacts import build_artifact, open_input
-    from sovforge.model.loading import load_model, load_tokenizer, model_dir
+    from sovforge.artifacts import open_input
 
-    if cfg.method == "qlora":
-        raise TrainingError("qlora needs bitsandbytes 4-bit on CUDA; it is not supported by `adapt cpt` here — "
-                            "use method=lora")
-    base = open_input(base_path, kind="model")
+    base = check_base(base_path, cfg.seq_len)
+    method, warnings = resolve_method(cfg)
     corpus = open_input(corpus_path, kind="corpus")
-    base_dir = model_dir(base.path)
-    tokenizer = load_tokenizer(base_dir)  # raises a clear error when the base has no tokenizer
-    config = json.loads((base_dir / "config.json").read_text())
-    max_len = config.get("max_position_embeddings")
-    if max_len and cfg.seq_len > max_len:
-        raise TrainingError(f"seq_len {cfg.seq_len} exceeds the model's max_position_embeddings {max_len}")
-    train_blocks = blocks(corpus_tokens(corpus.path, base_dir, tokenizer, "train"), cfg.seq_len)
-    if len(train_blocks) == 0:
-        raise TrainingError(f"corpus {corpus.path} has no training text (need at least {cfg.seq_len} tokens)")
-    val_blocks = blocks(corpus_tokens(corpus.path, base_dir, tokenizer, "validation"), cfg.seq_len)
-    replay = blocks(replay_tokens(cfg.replay_text, tokenizer), cfg.seq_len) if cfg.replay_text else None
-    if cfg.replay_share > 0 and (replay is None or len(replay) == 0):
-        raise TrainingError(f"replay_share {cfg.replay_share} but replay_text has no {cfg.seq_len}-token block")
-    mixed = mix_replay(train_blocks, replay, cfg.replay_share, cfg.train.seed)
+    length, tokenizer = cfg.seq_len, base.tokenizer
 
-    model = load_model(base_dir)
-    val = batches_of(val_blocks, cfg.batch_size) if len(val_blocks) else None
-    general = batches_of(replay[:32], cfg.batch_size) if replay is not None and len(replay) else None
-    before = {**(evaluate_loss(model, val) if val else {}),
-              **({f"general_{k}": v for k, v in evaluate_loss(model, general).items()} if general else {})}
-    if cfg.method == "lora":
-        model = wrap_lora(model, cfg, base_dir)
-    out = Path(out)
-    # A fixed run directory beside OUT: rerunning the same command resumes from its last checkpoint.
-    work = out.parent / f".{out.name}.run"
-    result = train(model, batches_of(mixed, cfg.batch_size), cfg.train, out_dir=work, eval_batches=val)
-    after = {**(evaluate_loss(model, val) if val else {}),
-             **({f"general_{k}": v for k, v in evaluate_loss(model, general).items()} if general else {})}
-    from accelerate import PartialState
+    train_stream, source = corpus_stream(corpus.path, base.dir, tokenizer, "train")
+    n_train = len(train_stream) // length
+    if n_train == 0:
+        raise TrainingError(f"corpus {corpus.path} has no training text (need at least {length} tokens, "
+                            f"found {len(train_stream)})")
+    val_stream, _ = corpus_stream(corpus.path, base.dir, tokenizer, "validation")
+    replay = replay_stream(cfg.replay_text, tokenizer) if cfg.replay_text else np.zeros(0, dtype=np.int32)
+    n_replay = len(replay) // length
+    # Hold the last blocks of the replay text out of training: general perplexity is measured on those.
+    held_out = min(cfg.eval_blocks, n_replay // 10) if n_replay >= 10 else 0
+    replay_pool = n_replay - held_out
+    if cfg.replay_share > 0 and replay_pool == 0:
+        raise TrainingError(f"replay_share {cfg.replay_share} but replay_text has no {length}-token block to train on")
+    streams = [train_stream, replay]
+    refs = mixed_refs(n_train, replay_pool, cfg.replay_share, cfg.train.seed)
+    train_batches = TokenBlocks(streams, refs, length, cfg.batch_size)
+    val = TokenBlocks([val_stream], block_refs(DOMAIN, spaced(len(val_stream) // length, cfg.eval_blocks)),
+                      length, cfg.batch_size) if len(val_stream) >= length else None
+    general = TokenBlocks(streams, block_refs(REPLAY, np.arange(replay_pool, n_replay)), length,
+                          cfg.batch_size) if held_out else None
 
-    if not PartialState().is_main_process:  # under accelerate launch only rank 0 writes the artifact
-        return out
-    kind = "adapter" if cfg.method == "lora" else "model"
-    with build_artifact(out, kind=kind) as staging:
-        model.save_pretrained(staging.path, safe_serialization=True)
-        tokenizer.save_pretrained(staging.path)
-        shutil.copy(work / "metrics.jsonl", staging.path / "metrics.jsonl")
-        stats = {**result.as_stats(), "train_blocks": len(train_blocks), "replay_blocks": len(mixed) - len(train_blocks),
-                 "before": before, "after": after}
-        staging.finish(inputs=[base, corpus], config={**cfg.model_dump(mode="json"), "base_model_path": str(base_dir)},
-                       stats=stats)
-    shutil.rmtree(work, ignore_errors=True)
-    return out
+    def scores() -> dict[str, Any]:
+        device = next(model.parameters()).device  # a QLoRA model already sits on its GPU
+        found = dict(evaluate_loss(model, val, device=device)) if val else {}
+        if general:
+            found.update({f"general_{k}": v for k, v in evaluate_loss(model, general, device=device).items()})
+        return found
+
+    model = load_for_training(base.dir, cfg, method)
+    before = scores()
+    key = fingerprint({"mode": "cpt", "cfg": cfg.model_dump(mode="json"), "base": base.artifact.id,
+                       "corpus": corpus.id})
+    work = run_dir(out, key)
+    result = train(model, train_batches, cfg.train, out_dir=work, eval_batches=val)
+    after = scores()
+    meta = packed_meta(corpus.path) or {}
+    stats = {"method_used": method, "warnings": warnings, "token_source": source,
+             "packed_tokenizer": meta.get("tokenizer"), "train_tokens": int(len(train_stream)),
+             "train_blocks": n_train, "replay_blocks": int((refs[:, 0] == REPLAY).sum()),
+             "general_heldout_blocks": held_out, "before": before, "after": after}
+    return write_result(out, method=method, model=model, tokenizer=tokenizer, result=result, work=work,
+                        inputs=[base.artifact, corpus],
+                        config={**cfg.model_dump(mode="json"), "base_model_path": str(base.dir.resolve())},
+                        stats=stats)

@@ -6,7 +6,6 @@ tokenizer, so adapt can train on `packed/<split>.npy` directly.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,11 @@ def run_stage(cfg: IngestConfig, ctx: Any) -> Path:
 
 
 def input_fingerprint(cfg: IngestConfig) -> str:
-    """A cheap identity of the raw inputs (every file's name, size and mtime).
+    """A cheap identity of the raw inputs (every file's path, size and mtime).
 
     Raw files are not artifacts, so a pipeline cache key built from the config and input artifact ids alone does
     not change when a document is added or edited; mixing this in does.
     """
-    from sovforge.ingest.extract import list_inputs
+    from sovforge.pipeline import files_fingerprint
 
-    digest = hashlib.sha256()
-    files, _ = list_inputs(cfg.inputs)
-    for entry in files:
-        stat = Path(entry["path"]).stat()
-        digest.update(f"{entry['name']}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    return files_fingerprint(list(cfg.inputs))
