@@ -210,6 +210,9 @@ class Index:
         self.candidates = int(config.get("candidates", 50))
         self.fusion_k = int(config.get("fusion_k", 60))
         self.expand_terms = bool(config.get("expand_terms", True))
+        # Relevance thresholds of grounded answers (rag.grounding.relevant), as configured when the index was built.
+        self.min_score = float(config.get("min_score", 1.0))
+        self.min_similarity = float(config.get("min_similarity", 0.5))
         self.dense = None
         recorded = config.get("embedding_model")
         if recorded:

@@ -270,7 +270,9 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
             passages = await run_in_threadpool(retrieve_passages, question, 5, who["level"])
             from sovforge.rag import grounded_messages
 
-            messages = grounded_messages(question, passages, history=messages[:-1] or None)
+            index = state["index"]  # opened by retrieve_passages; its build config holds the relevance thresholds
+            messages = grounded_messages(question, passages, history=messages[:-1] or None,
+                                         min_score=index.min_score, min_similarity=index.min_similarity)
         prompt = Prompt("\n".join(m["content"] for m in messages), messages=messages)
         return await generate(request, who, req, "chat", [prompt], passages)
 
