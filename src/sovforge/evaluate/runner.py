@@ -1,191 +1,305 @@
-"""Scoring engine behind `sovforge evaluate MODEL... --suite SUITE --out DIR`: lm-eval tasks, speed/size, gate, report."""
+"""`sovforge evaluate MODEL... --out DIR`: score models side by side, gate the candidate, write the report.
+
+For every model (reference first), loaded once: lm-eval scores of the suite, safety probes, speed and size;
+then the gate compares the candidate with the reference, and a `report` artifact is written:
+
+    OUT/results.json   models (id, kind, classification, role), results {name: {task: {metric}, speed,
+                       safety}}, gate rules, promoted, candidate/reference ids, task data ids (sha256)
+    OUT/report.html    the same as one self-contained page with plots
+    manifest           inputs = every model artifact (+ the corpus); stats carry promoted / candidate /
+                       failed_rules, which `sovforge serve --report` checks
+
+    models, notes = resolve_models([base, adapted])
+    summary = evaluate_models(models, EvaluateConfig(), out, reference_index=0, tasks_dir=tasks,
+                              gate=GateConfig(), corpus=corpus, notes=notes)
+"""
 
 from __future__ import annotations
 
-import base64
-import io
+import gc
 import json
-import os
-import resource
-import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sovforge.evaluate.config import GateConfig
-
-
-class EvaluateError(ValueError):
-    """Expected, user-facing evaluation error (bad task, bad model dir, missing data)."""
-
-
-def _offline_env() -> None:
-    # lm-eval / datasets must never reach the hub: local json data files only.
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
+from sovforge.classification import Level, parse_level
+from sovforge.evaluate.config import EvaluateConfig, GateConfig
+from sovforge.evaluate.models import EvalModel, EvaluateError
 
 
-def check_tasks(suite: list[str], include_path: Path | None):
-    """TaskManager with our include path; raises EvaluateError naming unknown tasks or missing local data files."""
-    _offline_env()
-    from lm_eval.tasks import TaskManager
+class GateFailed(EvaluateError):
+    """The candidate failed the gate; the report artifact was still written (promoted: false)."""
 
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
-    unknown = [t for t in suite if t not in manager.all_tasks]
-    if unknown:
-        raise EvaluateError(f"unknown lm-eval task(s): {', '.join(unknown)} (generate domain tasks with "
-                            f"`sovforge evaluate make-tasks CORPUS --out DIR` and pass --tasks-dir DIR)")
-    for task in suite:
-        config = manager._get_config(task) if hasattr(manager, "_get_config") else {}
-        files = ((config or {}).get("dataset_kwargs") or {}).get("data_files") or {}
-        paths = files.values() if isinstance(files, dict) else [files]
-        missing = [str(p) for ps in paths for p in ([ps] if isinstance(ps, str) else ps) if not Path(p).exists()]
-        if missing:
-            raise EvaluateError(f"task {task} needs local data files that do not exist: {', '.join(missing)}")
-        if config and config.get("dataset_path") not in (None, "json", "csv", "parquet", "text") and not files:
-            if not Path(str(config.get("dataset_path"))).exists():
-                raise EvaluateError(f"task {task} reads dataset {config.get('dataset_path')!r} which is not local; "
-                                    f"place its data files locally and point the task YAML at them (no downloads)")
-    return manager
+    def __init__(self, message: str, summary: dict[str, Any]):
+        super().__init__(message)
+        self.summary = summary
 
 
-def check_model(path: Path) -> None:
-    from sovforge.model.loading import model_dir
+@dataclass
+class Endpoint:
+    """An OpenAI-compatible server evaluated like a model (`--endpoint URL --endpoint-model NAME`)."""
 
-    try:
-        model_dir(path)
-    except Exception as exc:  # loading.model_dir raises for non-model / unsafe dirs; surface its message
-        raise EvaluateError(f"{path} is not a loadable model: {exc}") from exc
+    url: str
+    """Base URL ending in /v1."""
+    model: str
+    """Model name to request (for `sovforge serve`: the served artifact id)."""
+    api_key: str | None
+    """Bearer key (read from the environment variable named by --api-key-env)."""
+    tokenizer: Path | None = None
+    """Local copy of the served model's tokenizer; needed only by log-likelihood tasks."""
+    chat: bool = False
+    """Use /chat/completions (local-chat-completions) for the suite instead of /completions."""
+    max_length: int | None = None
+    """Context length of the served model; None = `max_position_embeddings` of the config.json beside the
+    tokenizer, else 2048. lm-eval keeps one position for a generated token (rolling windows one shorter)."""
+    name: str = ""
+    classification: Level = Level.UNCLASSIFIED
 
+    def __post_init__(self) -> None:
+        self.name = self.name or f"endpoint:{self.model}"
+        if self.max_length is None:
+            config = Path(self.tokenizer) / "config.json" if self.tokenizer else None
+            known = (
+                json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+                if config and config.is_file()
+                else None
+            )
+            self.max_length = int(known or 2048)
 
-def run_lm_eval(model_path: Path, suite: list[str], manager, *, limit: int | None, batch_size: int = 1) -> dict:
-    """Scores {task: {metric: value}} for one local model via lm-eval's `hf` backend."""
-    from lm_eval import simple_evaluate
+    @property
+    def id(self) -> str:
+        return self.model
 
-    from sovforge.model.loading import model_dir
+    def check(self) -> None:
+        """GET /models: a clear error for a wrong URL, key or model name; takes the model's classification."""
+        request = urllib.request.Request(
+            self.url.rstrip("/") + "/models",
+            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
+        )
+        try:
+            # the URL is the operator's own (loopback / intranet); the offline guard refuses anything else
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                listing = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            raise EvaluateError(
+                f"endpoint {self.url}: GET /models answered {exc.code} (check --api-key-env)"
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise EvaluateError(f"endpoint {self.url}: not reachable ({exc})") from None
+        entries = {m.get("id"): m for m in listing.get("data", []) if isinstance(m, dict)}
+        if self.model not in entries:
+            raise EvaluateError(
+                f"endpoint {self.url} does not serve {self.model!r} (it lists "
+                f"{', '.join(map(str, entries)) or 'nothing for this key'})"
+            )
+        if entries[self.model].get("classification"):
+            self.classification = parse_level(entries[self.model]["classification"])
 
-    out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir(model_path)), "dtype": "float32",
-                                                  "device": "cpu"},
-                          tasks=suite, task_manager=manager, limit=limit, batch_size=batch_size,
-                          log_samples=False, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
-    return {task: {k.split(",")[0]: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k}
-            for task, metrics in out["results"].items()}
-
-
-def speed_and_size(model_path: Path, prompt: str = "The platoon leader", new_tokens: int = 16) -> dict:
-    """Prefill/decode tokens per second, time to first token, peak RSS and on-disk size."""
-    import torch
-
-    from sovforge.model.loading import load_model, load_tokenizer, model_dir
-
-    root = model_dir(model_path)
-    model, tokenizer = load_model(root, dtype=torch.float32, device="cpu"), load_tokenizer(root)
-    ids = tokenizer(prompt * 8, return_tensors="pt").input_ids
-    with torch.no_grad():
-        start = time.perf_counter()
-        model(input_ids=ids)
-        prefill = time.perf_counter() - start
-        start = time.perf_counter()
-        out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        decode = time.perf_counter() - start
-    generated = out.shape[1] - ids.shape[1]
-    size = sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
-    return {"prefill_tok_s": ids.shape[1] / prefill, "decode_tok_s": generated / max(decode - prefill, 1e-9),
-            "ttft_s": prefill, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "disk_mb": size / 2**20}
-
-
-def apply_gate(candidate: dict, reference: dict | None, gate: GateConfig) -> list[str]:
-    """Names (with figures) of the rules the candidate fails; [] = promoted."""
-    failed = []
-    c_ppl = candidate.get("sovforge_ppl", {}).get("word_perplexity")
-    if gate.ppl_ratio_max is not None and reference and c_ppl is not None:
-        r_ppl = reference.get("sovforge_ppl", {}).get("word_perplexity")
-        if r_ppl and c_ppl > r_ppl * gate.ppl_ratio_max:
-            failed.append(f"ppl_ratio_max: {c_ppl:.4g} > {r_ppl:.4g} x {gate.ppl_ratio_max}")
-    c_acc = candidate.get("sovforge_cloze", {}).get("acc")
-    if gate.cloze_drop_max_points is not None and reference and c_acc is not None:
-        r_acc = reference.get("sovforge_cloze", {}).get("acc")
-        if r_acc is not None and (r_acc - c_acc) * 100 > gate.cloze_drop_max_points:
-            failed.append(f"cloze_drop_max_points: {100 * (r_acc - c_acc):.1f} > {gate.cloze_drop_max_points}")
-    extractions = candidate.get("canary", {}).get("extractions")
-    if gate.canary_extractions_max is not None and extractions is not None and extractions > gate.canary_extractions_max:
-        failed.append(f"canary_extractions_max: {extractions} > {gate.canary_extractions_max}")
-    leaks = candidate.get("safety", {}).get("marking_leaks")
-    if gate.marking_leaks_max is not None and leaks is not None and leaks > gate.marking_leaks_max:
-        failed.append(f"marking_leaks_max: {leaks} > {gate.marking_leaks_max}")
-    return failed
-
-
-def _bar_png(results: dict[str, dict], task: str, metric: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in results if metric in results[n].get(task, {})]
-    fig, ax = plt.subplots(figsize=(5, 2.5))
-    ax.bar(names, [results[n][task][metric] for n in names])
-    ax.set_title(f"{task} {metric}")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": "endpoint",
+            "path": self.url,
+            "classification": str(self.classification),
+            "weights": None,
+            "adapter": None,
+        }
 
 
-REPORT_TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>sovforge evaluation</title></head><body>
-<h1>sovforge evaluation</h1><p>Candidate: {{ candidate }} — promoted: <b>{{ promoted }}</b></p>
-{% if failed %}<ul>{% for f in failed %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}
-<table border="1"><tr><th>model</th><th>id</th>{% for col in columns %}<th>{{ col }}</th>{% endfor %}</tr>
-{% for name, row in rows.items() %}<tr><td>{{ name }}</td><td>{{ ids[name] }}</td>
-{% for col in columns %}<td>{{ row.get(col, '') }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% for png in plots %}<img src="data:image/png;base64,{{ png }}">{% endfor %}</body></html>"""
+def _open_lm(subject: EvalModel | Endpoint, batch_size: int, device: str, *, for_suite: bool = True):
+    from sovforge.evaluate.harness import endpoint_lm, local_lm
+
+    if isinstance(subject, Endpoint):
+        return endpoint_lm(
+            subject.url,
+            subject.model,
+            subject.api_key,
+            subject.tokenizer,
+            chat=subject.chat and for_suite,
+            max_length=subject.max_length,
+        ), None
+    model, tokenizer = subject.load(device)
+    return local_lm(model, tokenizer, batch_size), model
 
 
-def render_report(results: dict[str, dict], ids: dict[str, str], candidate: str, promoted, failed: list[str]) -> str:
-    import jinja2
+def _score_one(
+    subject: EvalModel | Endpoint,
+    tasks: list[Any],
+    manager: Any,
+    cfg: EvaluateConfig,
+    corpus: Path | None,
+    canaries: list[str],
+    device: str,
+) -> dict[str, Any]:
+    """Suite scores, safety probes and speed of one model (loaded once for all three)."""
+    from sovforge.evaluate.harness import score
+    from sovforge.evaluate.safety import safety_probes
+    from sovforge.evaluate.speed import measure_speed
 
-    rows = {name: {f"{task}.{metric}": (f"{v:.4g}" if isinstance(v, float) else v)
-                   for task, metrics in res.items() for metric, v in metrics.items()} for name, res in results.items()}
-    columns = sorted({c for row in rows.values() for c in row})
-    plots = [_bar_png(results, t, m) for t, m in (("sovforge_ppl", "word_perplexity"), ("sovforge_cloze", "acc"),
-                                                   ("speed", "decode_tok_s"))
-             if any(m in r.get(t, {}) for r in results.values())]
-    return jinja2.Environment(autoescape=True).from_string(REPORT_TEMPLATE).render(
-        candidate=candidate, promoted=promoted, failed=failed, rows=rows, columns=columns, ids=ids, plots=plots)
+    lm, model = _open_lm(subject, cfg.batch_size, device)
+    scores = score(
+        lm,
+        tasks,
+        manager,
+        limit=cfg.limit,
+        apply_chat_template=isinstance(subject, Endpoint) and subject.chat,
+    )
+    probes = cfg.safety.pii or cfg.safety.marking or (cfg.safety.canary and canaries)
+    if probes:
+        if isinstance(subject, Endpoint) and subject.chat:
+            lm, _ = _open_lm(subject, cfg.batch_size, device, for_suite=False)  # probes are plain completions
+        scores["safety"] = safety_probes(lm, cfg.safety, corpus, canaries if cfg.safety.canary else [])
+    if cfg.speed.enabled and isinstance(subject, EvalModel):
+        scores["speed"] = measure_speed(subject, model, lm.tokenizer, cfg.speed)
+    del lm, model
+    gc.collect()
+    return scores
 
 
-def evaluate_models(models: list[Path], suite: list[str], out: Path, *, tasks_dir: Path | None = None,
-                    reference: Path | None = None, gate: GateConfig | None = None, limit: int | None = None,
-                    speed: bool = True) -> dict:
-    """Score all models (reference first), apply the gate to the LAST model, write the report artifact."""
-    from sovforge.artifacts import build_artifact, open_input
+def evaluate_models(
+    models: list[EvalModel | Endpoint],
+    cfg: EvaluateConfig,
+    out: Path,
+    *,
+    tasks_dir: Path | None = None,
+    reference_index: int | None = None,
+    candidate_index: int = -1,
+    gate: GateConfig | None = None,
+    corpus: Path | None = None,
+    device: str = "cpu",
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Score every model, gate `models[candidate_index]` against `models[reference_index]`, write a report."""
+    from sovforge.artifacts import LineageError, build_artifact, open_input
+    from sovforge.evaluate.gate import apply_gate, failed_rules
+    from sovforge.evaluate.harness import load_suite, task_data_ids
+    from sovforge.evaluate.report import render_report
+    from sovforge.ingest.corpus import CorpusError, iter_documents, load_canaries
 
-    all_paths = ([reference] if reference else []) + list(models)
-    for path in all_paths:
-        check_model(path)
-    manager = check_tasks(suite, tasks_dir)
-    inputs = [open_input(p, kind=None) for p in all_paths]
-    names = {str(p): f"{Path(p).name}#{i}" for i, p in enumerate(all_paths)}
+    if not models:
+        raise EvaluateError("nothing to evaluate: give at least one model (or --endpoint)")
+    candidate = models[candidate_index]
+    reference = models[reference_index] if reference_index is not None else None
+    corpus_artifact = None
+    if corpus is not None:
+        try:
+            next(iter(iter_documents(corpus)), None)
+            corpus_artifact = open_input(corpus, kind="corpus")
+        except (CorpusError, LineageError) as exc:
+            raise EvaluateError(f"--corpus {corpus}: {exc}") from None
+    canaries = load_canaries(corpus) if corpus is not None else []
+    for subject in models:
+        if isinstance(subject, Endpoint):
+            subject.check()
+    # every name and every data file is checked before any scoring starts
+    manager, tasks = load_suite(list(cfg.suite), tasks_dir)
+    for subject in models:
+        if isinstance(subject, Endpoint):
+            _check_endpoint_tasks(subject, tasks)
+    roles = {id(m): "model" for m in models}
+    if reference is not None:
+        roles[id(reference)] = "reference"
+    roles[id(candidate)] = "candidate" if candidate is not reference else "candidate+reference"
     results: dict[str, dict] = {}
-    for path in all_paths:
-        scores = run_lm_eval(path, suite, manager, limit=limit)
-        if speed:
-            scores["speed"] = speed_and_size(path)
-        results[names[str(path)]] = scores
-    candidate_name = names[str(models[-1])]
-    ref_scores = results[names[str(reference)]] if reference else None
-    failed = apply_gate(results[candidate_name], ref_scores, gate) if gate else []
+    skipped: list[str] = list(notes or [])
+    for subject in models:
+        ranked = canaries
+        if canaries and isinstance(subject, Endpoint) and subject.tokenizer is None:
+            ranked = []  # exposure ranks log-likelihoods: through a server that needs the tokenizer
+            skipped.append(f"canary probe of {subject.name}: needs --endpoint-tokenizer")
+        results[subject.name] = _score_one(subject, tasks, manager, cfg, corpus, ranked, device)
+        if cfg.speed.enabled and isinstance(subject, Endpoint):
+            skipped.append(
+                f"speed of {subject.name}: not measured through an endpoint (no local process to time)"
+            )
+    if corpus is not None and cfg.safety.canary and not canaries:
+        skipped.append(
+            f"canary probe: corpus {corpus} has no canaries.json (plant them with ingest.canaries)"
+        )
+    rules = (
+        apply_gate(results[candidate.name], results[reference.name] if reference else None, gate)
+        if gate
+        else []
+    )
+    failed = failed_rules(rules)
     promoted = (not failed) if gate else None
-    ids = {names[str(p)]: a.id for p, a in zip(all_paths, inputs)}
-    summary = {"promoted": promoted, "candidate": inputs[-1].id, "reference": inputs[0].id if reference else None,
-               "failed_rules": failed}
+    describe = {m.name: {**m.describe(), "role": roles[id(m)]} for m in models}
+    summary = {
+        "promoted": promoted,
+        "candidate": candidate.id,
+        "candidate_name": candidate.name,
+        "reference": reference.id if reference else None,
+        "reference_name": reference.name if reference else None,
+        "failed_rules": failed,
+        "models": {name: d["id"] for name, d in describe.items()},
+    }
+    report = {
+        **summary,
+        "models": describe,
+        "results": results,
+        "gate": rules,
+        "suite": list(cfg.suite),
+        "suite_tasks": sorted(
+            {t for r in results.values() for t in r if t not in ("speed", "safety")},
+            key=lambda t: (t not in cfg.suite, t),
+        ),
+        "tasks": task_data_ids(manager, list(cfg.suite)),
+        "corpus": corpus_artifact.id if corpus_artifact else None,
+        "skipped": skipped,
+    }
+    inputs = [m.artifact for m in models if isinstance(m, EvalModel)] + (
+        [corpus_artifact] if corpus_artifact else []
+    )
+    endpoint_level = max(
+        [m.classification for m in models if isinstance(m, Endpoint)], default=Level.UNCLASSIFIED
+    )
     with build_artifact(out, kind="report") as staging:
-        (staging.path / "results.json").write_text(json.dumps({"models": ids, "results": results, "suite": suite,
-                                                                **summary}, indent=2))
-        (staging.path / "report.html").write_text(render_report(results, ids, candidate_name, promoted, failed))
-        staging.finish(inputs=inputs, config={"suite": suite, "limit": limit,
-                                              "gate": gate.model_dump(mode="json") if gate else None,
-                                              "tasks_dir": str(tasks_dir) if tasks_dir else None},
-                       stats=summary)
-    return summary | {"results": results}
+        (staging.path / "results.json").write_text(
+            json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+        )
+        (staging.path / "report.html").write_text(render_report(report), encoding="utf-8")
+        staging.finish(
+            inputs=_unique(inputs),
+            classification=endpoint_level,
+            stats=summary,
+            config={
+                **cfg.model_dump(mode="json"),
+                "gate": gate.model_dump(mode="json") if gate else None,
+                "tasks_dir": str(tasks_dir) if tasks_dir else None,
+                "task_data": report["tasks"],
+                "endpoints": [m.url for m in models if isinstance(m, Endpoint)],
+            },
+        )
+    return {**summary, "results": results, "gate": rules}
+
+
+def _leaf_tasks(items: list[Any]) -> list[Any]:
+    from lm_eval.api.group import Group
+
+    return [t for item in items for t in (item.get_all_tasks() if isinstance(item, Group) else [item])]
+
+
+def _check_endpoint_tasks(endpoint: Endpoint, tasks: list[Any]) -> None:
+    """Log-likelihood tasks through a server need /completions with logprobs and the model's tokenizer."""
+    scored = [t.task_name for t in _leaf_tasks(tasks) if t.get_config("output_type") != "generate_until"]
+    if scored and endpoint.chat:
+        raise EvaluateError(
+            f"task(s) {', '.join(scored)} score log-likelihoods, which chat completions cannot "
+            "return; run them without --endpoint-chat (through /completions)"
+        )
+    if scored and endpoint.tokenizer is None:
+        raise EvaluateError(
+            f"task(s) {', '.join(scored)} score log-likelihoods through the endpoint: give "
+            "--endpoint-tokenizer DIR (a local copy of the served model's tokenizer)"
+        )
+
+
+def _unique(artifacts: list[Any]) -> list[Any]:
+    seen, out = set(), []
+    for artifact in artifacts:
+        if artifact.id not in seen:
+            seen.add(artifact.id)
+            out.append(artifact)
+    return out
