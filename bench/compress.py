@@ -202,13 +202,14 @@ def distill(args: argparse.Namespace, work: Path) -> dict:
                "batch_size": 8, "train": train}
     cfg = CompressConfig.model_validate({
         "variants": [{"name": "student-kd", "distill": {**student, "kd_weight": 1.0, "ce_weight": 0.0}},
+                     {"name": "student-kd-ce", "distill": {**student, "kd_weight": 0.5, "ce_weight": 0.5}},
                      {"name": "student-ce", "distill": {**student, "kd_weight": 0.0, "ce_weight": 1.0}}],
         "measure": {"ppl_tokens": 8192, "ppl_seq_len": 256, "speed": False, "rss": False}})
     out = compress_model(args.base, corpus, cfg, work / "compressed")
     rows = {r["name"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
     print((out / "compare.md").read_text())
     checks = {"teacher ppl": rows["parent"]["ppl"], "student-kd ppl": rows["student-kd"]["ppl"],
-              "student-ce ppl": rows["student-ce"]["ppl"],
+              "student-kd-ce ppl": rows["student-kd-ce"]["ppl"], "student-ce ppl": rows["student-ce"]["ppl"],
               "student params / teacher": rows["student-kd"]["parameters"] / rows["parent"]["parameters"],
               "KD beats CE-only": rows["student-kd"]["ppl"] < rows["student-ce"]["ppl"]}
     print(json.dumps(checks, indent=2))
