@@ -13,8 +13,9 @@ STAMP="$VENV/.sovforge-installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut 
 if [ ! -f "$STAMP" ]; then
   echo "installing sovforge[$EXTRAS] into $VENV (first run takes a few minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" >&2 || true
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" 2>&1 | grep -v "is ignored" >&2 || true
+  # A failed install stops here with pip's own message (not later as an ImportError deep in a test).
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0" || { echo "installing torch failed" >&2; exit 1; }
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" || { echo "installing sovforge[$EXTRAS] failed" >&2; exit 1; }
   "$VENV/bin/python" -c "import sovforge, torch" || { echo "installation failed" >&2; exit 1; }
   touch "$STAMP"
 fi
