@@ -442,6 +442,7 @@ def _verify_one(root: Path, problems: list[str], warnings: list[str], checked: l
     for ref in manifest.get("input_refs", []):
         if ref["id"] in seen:
             continue
+        seen.add(ref["id"])  # before descending: a path that resolves back to a child must not loop forever
         input_path = Path(ref["path"]) if (Path(ref["path"]) / MANIFEST).exists() else _lookup(ref["id"])
         if input_path is None:
             if not ref.get("external"):

@@ -179,6 +179,17 @@ def test_bad_inputs_fail_before_any_work(tiny_model: Path, statute_corpus: Path,
         assert message in " ".join(result.output.split()), (name, result.output)
         assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*")), name  # nothing half-written
 
+    # an adapter input gets a `merged` variant written by compress itself: a user variant of that name is refused
+    from sovforge.adapt.config import AdaptConfig, TrainConfig
+    from sovforge.adapt.cpt import run_cpt
+
+    adapter = run_cpt(tiny_model, statute_corpus, AdaptConfig(method="lora", seq_len=32, batch_size=2, lora_r=4,
+                                                              train=TrainConfig(max_steps=1)), tmp_path / "lora")
+    with pytest.raises(CompressError, match="variant name 'merged' is taken"):
+        compress_model(adapter, statute_corpus, _cfg([{"name": "merged", "hf": {"dtype": "float32"}}]),
+                       tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
     # an architecture llm-compressor cannot trace (data-dependent Python in the model's forward): a clear error
     from transformers.models.llama import modeling_llama
 

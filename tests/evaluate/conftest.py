@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -82,20 +81,6 @@ def write_corpus(path: Path, *, validation: bool = True) -> Path:
         )
         staging.finish(inputs=[], config={}, stats={"documents": len(docs)})
     return path
-
-
-def noisy_copy(model: Path, out: Path, scale: float = 0.5) -> Path:
-    """A deliberately broken candidate: the same weights plus Gaussian noise, as a plain HF checkpoint."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model, out)
-    (out / "manifest.json").unlink(missing_ok=True)  # new content, new id
-    for path in out.glob("*.safetensors"):
-        torch.manual_seed(0)
-        tensors = {k: v + torch.randn_like(v) * scale for k, v in load_file(path).items()}
-        save_file(tensors, path, metadata={"format": "pt"})
-    return out
 
 
 @contextlib.contextmanager

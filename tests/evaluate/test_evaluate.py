@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from sovforge.artifacts import load_artifact, open_input, verify
 from sovforge.cli import app
-from tests.evaluate.conftest import noisy_copy, write_corpus
+from sovforge.demo.broken import noisy_copy
+from tests.evaluate.conftest import write_corpus
 
 FAST = ["--no-speed", "--no-safety"]
 

@@ -90,6 +90,18 @@ def test_classification_inherits_max_of_inputs_and_walk_checks_inputs(tmp_path):
     assert not report.ok and any(str(secret) in p and "b.txt" in p for p in report.problems)
 
 
+def test_an_input_replaced_by_its_child_is_named_not_looped(tmp_path):
+    """A parent directory overwritten by its own child (same path, new content) once sent verify into endless
+    recursion; it must report the id mismatch and stop."""
+    parent = make(tmp_path / "m", kind="model", payload=b"parent")
+    staged = make(tmp_path / "child", kind="model", inputs=[open_input(parent)], payload=b"child")
+    shutil.rmtree(parent)
+    shutil.move(str(staged), str(parent))  # the child now lives where its recorded input was
+    report = verify(parent)
+    assert not report.ok
+    assert any("but the child recorded" in p for p in report.problems), report.problems
+
+
 def test_failed_stage_leaves_no_partial_artifact(tmp_path):
     out = tmp_path / "never"
     with pytest.raises(RuntimeError):

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sovforge.config import RecipeError, load_recipe, parse_recipe
 

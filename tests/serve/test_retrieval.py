@@ -45,6 +45,10 @@ def test_chat_with_retrieval_returns_citations(rag_gateway):
     out = r.json()
     assert [c["n"] for c in out["citations"]] == [1] and out["citations"][0]["classification"] == "UNCLASSIFIED"
     assert "[9]" not in out["choices"][0]["message"]["content"]  # a marker naming no given passage is dropped
+    # every passage the model was given is listed, numbered as it saw them, cited or not
+    assert [s["n"] for s in out["sources"]] == list(range(1, len(out["sources"]) + 1)) and len(out["sources"]) >= 1
+    assert out["sources"][0]["chunk_id"] == out["citations"][0]["chunk_id"]
+    assert all(s["classification"] == "UNCLASSIFIED" for s in out["sources"])
     assert "AZURE HERON" not in str(backend.last_messages)  # the SECRET passage never reached the model's prompt
     r = client.post("/v1/chat/completions", headers=auth(high), json=body)
     assert "AZURE HERON" in str(backend.last_messages)  # while a SECRET-cleared caller's prompt carries it

@@ -26,6 +26,22 @@ Targets = Annotated[Optional[list[str]], typer.Option(
 Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.")]
 QloraFallback = Annotated[bool, typer.Option(
     "--qlora-cpu-fallback", help="With --method qlora and no CUDA GPU: train plain LoRA and record that.")]
+# Options cpt and sft share, defined once so their help and defaults cannot drift apart.
+BaseModel = Annotated[Path, typer.Option("--base", help="Base model artifact or local HF checkpoint.")]
+OutDir = Annotated[Path, typer.Option("--out", help="Output artifact directory.")]
+BatchSize = Annotated[int, typer.Option(help="Sequences per micro-batch.")]
+MaxSteps = Annotated[int, typer.Option(help="Optimizer steps.")]
+LearningRate = Annotated[float, typer.Option(help="Peak learning rate.")]
+Schedule = Annotated[str, typer.Option(help="cosine, linear or constant after warm-up.")]
+WarmupSteps = Annotated[int, typer.Option(help="Warm-up steps.")]
+GradAccum = Annotated[int, typer.Option(help="Micro-batches per optimizer step.")]
+GradCheckpointing = Annotated[bool, typer.Option(help="Recompute activations to save memory.")]
+LoraRank = Annotated[int, typer.Option(help="LoRA rank.")]
+LoraAlpha = Annotated[int, typer.Option(help="LoRA alpha.")]
+CheckpointEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0 = end only).")]
+KeepCheckpoints = Annotated[int, typer.Option(help="Keep the newest K checkpoints.")]
+EvalEvery = Annotated[int, typer.Option(help="Validation every N steps (0 = end only).")]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
 
 
 def launch_command(ctx: typer.Context, verb: str, flavour: str, num_processes: int, num_machines: int) -> str:
@@ -58,6 +74,29 @@ def _errors() -> tuple[type[BaseException], ...]:
     return TrainingError, ModelLoadError, LineageError, CorpusError, FileNotFoundError
 
 
+def _printed_launch(ctx: typer.Context, verb: str, flavour: Optional[str], num_processes: int,
+                    num_machines: int) -> bool:
+    """With --print-launch: print the multi-GPU command instead of training (True); otherwise False."""
+    from sovforge.cli import fail
+
+    if not flavour:
+        return False
+    if flavour not in LAUNCH_CONFIGS:
+        raise fail(f"--print-launch must be one of {sorted(LAUNCH_CONFIGS)}")
+    typer.echo(launch_command(ctx, verb, flavour, num_processes, num_machines))
+    return True
+
+
+def _train(run: Any) -> None:
+    """Run a training call and print the artifact path; a known failure is a clear CLI error, not a traceback."""
+    from sovforge.cli import fail
+
+    try:
+        typer.echo(str(run()))
+    except _errors() as exc:
+        raise fail(str(exc)) from None
+
+
 def _config(**fields: Any) -> Any:
     from pydantic import ValidationError
 
@@ -81,36 +120,34 @@ def register(app: typer.Typer) -> None:
     @adapt_app.command("cpt")
     def cpt(
         ctx: typer.Context,
-        base: Annotated[Path, typer.Option("--base", help="Base model artifact or local HF checkpoint.")],
+        base: BaseModel,
         corpus: Annotated[Path, typer.Option("--corpus", help="Corpus artifact (from `sovforge ingest`).")],
-        out: Annotated[Path, typer.Option("--out", help="Output artifact directory.")],
+        out: OutDir,
         method: Method = "lora",
         qlora_cpu_fallback: QloraFallback = False,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 512,
-        batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 8,
-        max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
-        learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
-        schedule: Annotated[str, typer.Option(help="cosine, linear or constant after warm-up.")] = "cosine",
-        warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = 0,
-        grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+        batch_size: BatchSize = 8,
+        max_steps: MaxSteps = 100,
+        learning_rate: LearningRate = 2e-4,
+        schedule: Schedule = "cosine",
+        warmup_steps: WarmupSteps = 0,
+        grad_accum: GradAccum = 1,
         precision: Precision = "auto",
-        gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations to save memory.")] = False,
+        gradient_checkpointing: GradCheckpointing = False,
         replay_text: Annotated[Optional[list[Path]], typer.Option(help="General text for replay (repeatable).")] = None,
         replay_share: Annotated[float, typer.Option(help="Share of replay blocks (0-1).")] = 0.0,
-        lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+        lora_r: LoraRank = 16,
+        lora_alpha: LoraAlpha = 32,
         target_modules: Targets = None,
-        checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0 = end only).")] = 0,
-        keep_checkpoints: Annotated[int, typer.Option(help="Keep the newest K checkpoints.")] = 2,
-        eval_every: Annotated[int, typer.Option(help="Validation every N steps (0 = end only).")] = 0,
-        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        checkpoint_every: CheckpointEvery = 0,
+        keep_checkpoints: KeepCheckpoints = 2,
+        eval_every: EvalEvery = 0,
+        seed: Seed = 0,
         print_launch: PrintLaunch = None,
         num_processes: NumProcesses = 8,
         num_machines: NumMachines = 1,
     ) -> None:
         """Continued pre-training on the corpus's packed tokens (LoRA/QLoRA adapter or full model)."""
-        from sovforge.cli import fail
-
         cfg = _config(mode="cpt", method=method, qlora_cpu_fallback=qlora_cpu_fallback, seq_len=seq_len,
                       batch_size=batch_size, replay_text=replay_text or [], replay_share=replay_share,
                       lora_r=lora_r, lora_alpha=lora_alpha, target_modules=target_modules or None,
@@ -118,55 +155,46 @@ def register(app: typer.Typer) -> None:
                       schedule=schedule, warmup_steps=warmup_steps, grad_accum=grad_accum, precision=precision,
                       gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every,
                       keep_checkpoints=keep_checkpoints, eval_every=eval_every, seed=seed)
-        if print_launch:
-            if print_launch not in LAUNCH_CONFIGS:
-                raise fail(f"--print-launch must be one of {sorted(LAUNCH_CONFIGS)}")
-            typer.echo(launch_command(ctx, "cpt", print_launch, num_processes, num_machines))
-            return
-        from sovforge.adapt.cpt import run_cpt
+        if not _printed_launch(ctx, "cpt", print_launch, num_processes, num_machines):
+            from sovforge.adapt.cpt import run_cpt
 
-        try:
-            typer.echo(str(run_cpt(base, corpus, cfg, out)))
-        except _errors() as exc:
-            raise fail(str(exc)) from None
+            _train(lambda: run_cpt(base, corpus, cfg, out))
 
     @adapt_app.command("sft")
     def sft(
         ctx: typer.Context,
-        base: Annotated[Path, typer.Option("--base", help="Base model artifact or local HF checkpoint.")],
+        base: BaseModel,
         data: Annotated[list[Path], typer.Option("--data", help="Chat or instruction JSONL file (repeatable).")],
-        out: Annotated[Path, typer.Option("--out", help="Output artifact directory.")],
+        out: OutDir,
         corpus: Annotated[Optional[Path], typer.Option(
             "--corpus", help="Corpus artifact the data was made from (recorded in the lineage).")] = None,
         method: Method = "lora",
         qlora_cpu_fallback: QloraFallback = False,
         seq_len: Annotated[int, typer.Option(help="Longest example (or packed row) in tokens.")] = 512,
-        batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 8,
+        batch_size: BatchSize = 8,
         packing: Annotated[bool, typer.Option(help="Pack several examples per sequence (no cross-attention).")] = False,
         val_share: Annotated[float, typer.Option(help="Share of rows held out for validation.")] = 0.05,
         data_max_classification: Annotated[str, typer.Option(
             help="Highest marking a row may carry; above it the row is refused.")] = "UNCLASSIFIED",
-        max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
-        learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
-        schedule: Annotated[str, typer.Option(help="cosine, linear or constant after warm-up.")] = "cosine",
-        warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = 0,
-        grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+        max_steps: MaxSteps = 100,
+        learning_rate: LearningRate = 2e-4,
+        schedule: Schedule = "cosine",
+        warmup_steps: WarmupSteps = 0,
+        grad_accum: GradAccum = 1,
         precision: Precision = "auto",
-        gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations to save memory.")] = False,
-        lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+        gradient_checkpointing: GradCheckpointing = False,
+        lora_r: LoraRank = 16,
+        lora_alpha: LoraAlpha = 32,
         target_modules: Targets = None,
-        checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0 = end only).")] = 0,
-        keep_checkpoints: Annotated[int, typer.Option(help="Keep the newest K checkpoints.")] = 2,
-        eval_every: Annotated[int, typer.Option(help="Validation every N steps (0 = end only).")] = 0,
-        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        checkpoint_every: CheckpointEvery = 0,
+        keep_checkpoints: KeepCheckpoints = 2,
+        eval_every: EvalEvery = 0,
+        seed: Seed = 0,
         print_launch: PrintLaunch = None,
         num_processes: NumProcesses = 8,
         num_machines: NumMachines = 1,
     ) -> None:
         """Supervised fine-tuning on chat/instruction JSONL, loss on assistant tokens only."""
-        from sovforge.cli import fail
-
         cfg = _config(mode="sft", method=method, qlora_cpu_fallback=qlora_cpu_fallback, seq_len=seq_len,
                       batch_size=batch_size, sft_data=data, sft_packing=packing, sft_val_share=val_share,
                       data_max_classification=data_max_classification, lora_r=lora_r, lora_alpha=lora_alpha,
@@ -175,17 +203,10 @@ def register(app: typer.Typer) -> None:
                       grad_accum=grad_accum, precision=precision, gradient_checkpointing=gradient_checkpointing,
                       checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, eval_every=eval_every,
                       seed=seed)
-        if print_launch:
-            if print_launch not in LAUNCH_CONFIGS:
-                raise fail(f"--print-launch must be one of {sorted(LAUNCH_CONFIGS)}")
-            typer.echo(launch_command(ctx, "sft", print_launch, num_processes, num_machines))
-            return
-        from sovforge.adapt.sft import run_sft
+        if not _printed_launch(ctx, "sft", print_launch, num_processes, num_machines):
+            from sovforge.adapt.sft import run_sft
 
-        try:
-            typer.echo(str(run_sft(base, cfg.sft_data, cfg, out, corpus_path=corpus)))
-        except _errors() as exc:
-            raise fail(str(exc)) from None
+            _train(lambda: run_sft(base, cfg.sft_data, cfg, out, corpus_path=corpus))
 
     @adapt_app.command("merge")
     def merge(

@@ -207,6 +207,15 @@ def read_gguf_tensors(path: Path) -> dict[str, Any]:
     return tensors
 
 
+def _hf_layout(array: Any, key: str, arch: str, n_head: int, n_kv: int) -> Any:
+    """A tensor read from GGUF in the HF layout: llama.cpp stores Llama's q/k projections row-permuted for RoPE."""
+    if arch == "llama" and key.endswith("self_attn.q_proj.weight"):
+        return _unpermute(array, n_head)
+    if arch == "llama" and key.endswith("self_attn.k_proj.weight"):
+        return _unpermute(array, n_kv)
+    return array
+
+
 def round_trip(path: Path, state: dict[str, Any], names: dict[str, str], arch: str, n_head: int, n_kv: int,
                stored: dict[str, str]) -> dict[str, float]:
     """Relative error of every tensor read back from `path` against the HF weight; CompressError over the bound."""
@@ -218,11 +227,7 @@ def round_trip(path: Path, state: dict[str, Any], names: dict[str, str], arch: s
         raise CompressError(f"GGUF round-trip: tensors missing after writing {path.name}: {missing[:3]}")
     errors = {}
     for key, name in names.items():
-        array = back[name]
-        if arch == "llama" and key.endswith("self_attn.q_proj.weight"):
-            array = _unpermute(array, n_head)
-        elif arch == "llama" and key.endswith("self_attn.k_proj.weight"):
-            array = _unpermute(array, n_kv)
+        array = _hf_layout(back[name], key, arch, n_head, n_kv)
         reference = state[key]
         if array.shape != reference.shape:
             raise CompressError(f"GGUF round-trip: {name} has shape {array.shape}, expected {reference.shape}")
@@ -250,12 +255,7 @@ def gguf_as_hf_model(path: Path) -> Any:
     back = read_gguf_tensors(path)
     state = {}
     for key, name in names.items():
-        array = back[name]
-        if arch == "llama" and key.endswith("self_attn.q_proj.weight"):
-            array = _unpermute(array, n_head)
-        elif arch == "llama" and key.endswith("self_attn.k_proj.weight"):
-            array = _unpermute(array, n_kv)
-        state[key] = torch.from_numpy(array.copy())
+        state[key] = torch.from_numpy(_hf_layout(back[name], key, arch, n_head, n_kv).copy())
     model.load_state_dict(state, strict=False)
     if config.get("tie_word_embeddings"):
         model.tie_weights()

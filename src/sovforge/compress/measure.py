@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Decoder-block Linear weights (what GPTQ/SparseGPT target; not embeddings, not lm_head), HF and GGUF names.
 LINEAR_HF = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -206,16 +206,8 @@ def torch_speed(model: Any, prompts: list[list[int]], *, new_tokens: int, repeat
             return prefill, time.perf_counter() - start
 
     model.eval()
-    run(prompts[0][:8])  # warm-up: first-call allocations and kernel selection
-    prefill_rates, decode_rates = [], []
-    for ids in prompts:
-        for _ in range(repeats):
-            prefill, decode = run(ids)
-            prefill_rates.append(len(ids) / prefill)
-            decode_rates.append(new_tokens / decode)
     return {"runtime": f"transformers {torch.__version__.split('+')[0]} fp32 CPU", "threads": torch.get_num_threads(),
-            "prefill_tok_s": statistics.median(prefill_rates), "decode_tok_s": statistics.median(decode_rates),
-            "prompt_tokens": [len(p) for p in prompts]}
+            **_median_rates(run, prompts, new_tokens, repeats)}
 
 
 def llama_cpp_speed(path: Path, prompts: list[list[int]], *, new_tokens: int, repeats: int = 2,
@@ -244,6 +236,14 @@ def llama_cpp_speed(path: Path, prompts: list[list[int]], *, new_tokens: int, re
             llm.eval([next_token()])
         return prefill, time.perf_counter() - start
 
+    return {"runtime": f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) CPU", "threads": threads,
+            **_median_rates(run, prompts, new_tokens, repeats)}
+
+
+def _median_rates(run: Callable[[list[int]], tuple[float, float]], prompts: list[list[int]], new_tokens: int,
+                  repeats: int) -> dict[str, Any]:
+    """Median prefill and decode tokens/s of `run(ids) -> (prefill s, decode s)` over prompts x repeats; one
+    short warm-up call first (first-call allocations and kernel selection), so both runtimes are timed alike."""
     run(prompts[0][:8])
     prefill_rates, decode_rates = [], []
     for ids in prompts:
@@ -251,9 +251,8 @@ def llama_cpp_speed(path: Path, prompts: list[list[int]], *, new_tokens: int, re
             prefill, decode = run(ids)
             prefill_rates.append(len(ids) / prefill)
             decode_rates.append(new_tokens / decode)
-    return {"runtime": f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) CPU", "threads": threads,
-            "prefill_tok_s": statistics.median(prefill_rates),
-            "decode_tok_s": statistics.median(decode_rates), "prompt_tokens": [len(p) for p in prompts]}
+    return {"prefill_tok_s": statistics.median(prefill_rates), "decode_tok_s": statistics.median(decode_rates),
+            "prompt_tokens": [len(p) for p in prompts]}
 
 
 @dataclass

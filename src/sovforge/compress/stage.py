@@ -180,6 +180,9 @@ def compress_model(model_path: str | Path, corpus_path: str | Path, cfg: Compres
     else:
         config_dir = model_dir(source.path)
     parent_config = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
+    if source.kind == "adapter" and any(v.name == "merged" for v in cfg.variants):
+        raise CompressError("variant name 'merged' is taken: with an adapter input, compress writes the merged "
+                            "dense model as variant 'merged' itself; rename yours (e.g. merged-bf16)")
     check_plan(cfg, parent_config)  # (1) every variant checked before any work
     tokenizer = load_tokenizer(source.path if (Path(source.path) / "tokenizer.json").exists() else config_dir)
     calibration = None

@@ -65,7 +65,9 @@ def iter_corpus_documents(corpus_dir: Path, split: str | None = None) -> Iterato
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?。])\s+|\n+", text) if len(s.strip()) >= 20]
+    """Sentences of 20+ characters; table rows (cells joined by " | ") are records, not sentences: skipped."""
+    return [s.strip() for s in re.split(r"(?<=[.!?。])\s+|\n+", text)
+            if len(s.strip()) >= 20 and s.count(" | ") < 2]
 
 
 def cloze_items(

@@ -8,7 +8,6 @@ scored into the results (not filtered afterwards).
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 from dataclasses import asdict, dataclass

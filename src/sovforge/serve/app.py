@@ -434,7 +434,7 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
                 out = {"id": rid, "object": "chat.completion", "created": created, "model": model_id,
                        "choices": [choice], "usage": usage}
                 if citations is not None:
-                    out["citations"] = citations
+                    out["citations"], out["sources"] = citations, sources(passages)
             else:
                 choices = []
                 for i, ids in enumerate(rows):
@@ -484,7 +484,7 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
                     yield chunk(delta, None)
             extra: dict[str, Any] = {}
             if (citations := cite(run, passages)) is not None:
-                extra["citations"] = citations
+                extra["citations"], extra["sources"] = citations, sources(passages)
             extra["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": run.tokens,
                               "total_tokens": prompt_tokens + run.tokens}
             final = chunk(None, run.finish_reason, extra)
@@ -522,6 +522,12 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
 
         run.text, citations = check_citations(run.text, passages)
         return citations
+
+    def sources(passages: list[Any]) -> list[dict[str, Any]]:
+        """Every passage the answer was grounded on, numbered as the model saw them: the caller can check an
+        answer even when the model cited nothing (small models often do not)."""
+        return [{"n": n, "doc_id": p.doc_id, "source": p.source, "chunk_id": p.chunk_id, "title": p.title,
+                 "heading": p.heading, "classification": p.classification} for n, p in enumerate(passages, 1)]
 
     @app.post("/v1/retrieve", openapi_extra=body_doc(RetrieveRequest))
     async def retrieve(request: Request) -> dict[str, Any]:

@@ -147,7 +147,24 @@ class _RowStreamer:
         self.held, self.done = [], [True] * len(self.jobs)
 
 
-class TransformersBackend:
+class TokenizerPrompts:
+    """Chat template, encode and decode through `self.tokenizer`: shared by the in-process and the vLLM backend,
+    so both count and render prompt tokens identically (quotas and max_tokens checks agree)."""
+
+    tokenizer: Any
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.encode(text)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class TransformersBackend(TokenizerPrompts):
     """A local model served with batched `generate` calls on one worker thread."""
 
     name = "transformers"
@@ -178,17 +195,6 @@ class TransformersBackend:
         if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
             self.eos_ids.add(im_end)  # chat turns end at <|im_end|>
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-
-    # --------------------------------------------------------------------------------------- prompts
-    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.encode(text)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def queue_depth(self) -> int:
         """Work items waiting for the worker (not counting the batch it is running)."""

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from sovforge.serve.backend import BackendError, Job, RowScore
+from sovforge.serve.backend import BackendError, Job, RowScore, TokenizerPrompts
 
 SERVED_NAME = "sovforge-backend"
 
@@ -79,7 +79,7 @@ def _token_ids(choice: dict[str, Any]) -> list[int]:
     return [int(str(t).removeprefix("token_id:")) for t in tokens]
 
 
-class VllmBackend:
+class VllmBackend(TokenizerPrompts):
     """The backend interface of `TransformersBackend` (encode/decode/stream/score/close) over a vLLM subprocess."""
 
     name = "vllm"
@@ -153,17 +153,6 @@ class VllmBackend:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-
-    # ------------------------------------------------------------------------------------- prompts
-    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.encode(text)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def queue_depth(self) -> int:
         return self.inflight
