@@ -50,7 +50,7 @@ def make_docx(path: Path, banner: str | None = None) -> Path:
 
 
 def make_hwpx(path: Path, header: str | None = None) -> Path:
-    from sovforge.demo.docs import Doc, write_hwpx
+    from sovforge.demo.writers import Doc, write_hwpx
 
     doc = Doc("정비 계획", ["정비 계획", "1. 차량 정비 일정을 다음과 같이 정한다."], "ko",
               table=[["차량", "일자"], ["K-311", "2026. 3. 2."], ["K-511", "2026. 3. 9."]])
