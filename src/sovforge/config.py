@@ -96,8 +96,9 @@ class Recipe(StrictModel):
         return [s for s in STAGE_ORDER if getattr(self, s) is not None]
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid recipe"]
+def format_validation_error(exc: ValidationError, source: str, what: str = "recipe") -> str:
+    """`SOURCE: invalid WHAT` and one line per error with the key's dotted path (`base.vocab_sise: unknown key`)."""
+    lines = [f"{source}: invalid {what}"]
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
             data["inputs"] = list(inputs)
             cfg = IngestConfig.model_validate(data)
         except ValidationError as exc:
-            raise fail(format_validation_error(exc, str(config or "ingest options"))) from None
+            raise fail(format_validation_error(exc, str(config or "ingest options"), "ingest config")) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
         try:

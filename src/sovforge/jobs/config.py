@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sovforge._config_base import StrictModel
 from sovforge.classification import parse_level
+from sovforge.config import format_validation_error
 
 ENGINES = ("local", "ray", "slurm", "kueue")
 Engine = Literal["local", "ray", "slurm", "kueue"]
@@ -230,14 +231,6 @@ class JobSpec(StrictModel):
         return self
 
 
-def format_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid tenants file"]
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {path}: {'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}")
-    return "\n".join(lines)
-
-
 def load_tenants(path: str | Path) -> TenantsFile:
     """Read and validate a tenants file; a clear error naming the file and key otherwise."""
     path = Path(path)
@@ -252,4 +245,4 @@ def load_tenants(path: str | Path) -> TenantsFile:
     try:
         return TenantsFile.model_validate(data)
     except ValidationError as exc:
-        raise TenantsError(format_error(exc, str(path))) from None
+        raise TenantsError(format_validation_error(exc, str(path), "tenants file")) from None
