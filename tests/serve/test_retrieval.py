@@ -52,3 +52,19 @@ def test_chat_with_retrieval_returns_citations(rag_gateway):
     assert "AZURE HERON" not in str(backend.last_messages)  # the SECRET passage never reached the model's prompt
     r = client.post("/v1/chat/completions", headers=auth(high), json=body)
     assert "AZURE HERON" in str(backend.last_messages)  # while a SECRET-cleared caller's prompt carries it
+
+
+def test_nothing_relevant_lists_no_sources_and_asks_for_a_refusal(rag_gateway, monkeypatch):
+    import sovforge.rag.grounding as grounding
+
+    client, app, low, high = rag_gateway
+    backend = app.state.serving["backend"]
+    body = {"model": app.state.model_id, "retrieval": True, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "이 법은 누구에게 적용하나요?"}]}
+    r = client.post("/v1/chat/completions", headers=auth(low), json=body)
+    assert r.json()["sources"] and "(none found)" not in str(backend.last_messages)  # a real hit, given to the model
+    # the same hit judged below the index's relevance thresholds: the model gets none, and none is listed
+    monkeypatch.setattr(grounding, "relevant", lambda passages, *args, **kwargs: [])
+    r = client.post("/v1/chat/completions", headers=auth(low), json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["sources"] == [] and "(none found)" in str(backend.last_messages)

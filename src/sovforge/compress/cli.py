@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
                     data.setdefault("measure", {})[key] = False
             cfg = CompressConfig.model_validate(data)
         except ValidationError as exc:
-            raise fail(format_validation_error(exc, str(recipe or "compress options"), "compress config").replace("\n", " ")) from None
+            message = format_validation_error(exc, str(recipe or "compress options"), "compress config")
+            raise fail(message.replace("\n", " ")) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
 

@@ -525,7 +525,13 @@ def create_app(settings: ServeConfig, *, backend: Any = None, store: Store | Non
 
     def sources(passages: list[Any]) -> list[dict[str, Any]]:
         """Every passage the answer was grounded on, numbered as the model saw them: the caller can check an
-        answer even when the model cited nothing (small models often do not)."""
+        answer even when the model cited nothing (small models often do not). Empty when none was relevant
+        enough to be given (grounded_messages then asks the model to refuse)."""
+        from sovforge.rag.grounding import relevant
+
+        index = state["index"]
+        if not relevant(passages, index.min_score, index.min_similarity):
+            return []
         return [{"n": n, "doc_id": p.doc_id, "source": p.source, "chunk_id": p.chunk_id, "title": p.title,
                  "heading": p.heading, "classification": p.classification} for n, p in enumerate(passages, 1)]
 
