@@ -5,13 +5,45 @@ Models in tests are built here (2 layers, hidden 64) — nothing is downloaded, 
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPUS = REPO.parent / "shared" / "corpus"
+
+CORPUS_ROW_DEFAULTS = {"sha256": "0" * 64, "lang": "ko", "classification": "UNCLASSIFIED", "redactions": [],
+                       "split": "train"}
+
+
+def write_corpus_artifact(path: Path, rows: list[dict[str, Any]], *, classification: Any = None,
+                          stats: dict | None = None, config: dict | None = None,
+                          add_files: Callable[[Path], None] | None = None) -> Path:
+    """A signed corpus artifact in the layout `sovforge ingest` writes (documents/part-0.jsonl, DESIGN.md §3).
+
+    Each row needs `id` and `text`; the other contract fields default to an unclassified Korean training
+    document with source `ID.md`. The artifact's level is `classification`, else the highest row level. `add_files(staging)`
+    writes more files (e.g. packed tokens) before signing."""
+    from sovforge.artifacts import build_artifact
+    from sovforge.classification import parse_level
+
+    full = [{**CORPUS_ROW_DEFAULTS, "source": f"{row['id']}.md", **row} for row in rows]
+    level = classification or max(parse_level(row["classification"]) for row in full)
+    with build_artifact(path, kind="corpus") as staging:
+        (staging.path / "documents").mkdir()
+        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as handle:
+            for row in full:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if add_files is not None:
+            add_files(staging.path)
+        staging.finish(inputs=[], config=config or {}, classification=level,
+                       stats=stats if stats is not None else {"documents": len(full)})
+    return path
+
 
 SAMPLE_TEXT = [
     "제1조(목적) 이 법은 군인의 인사관리에 관한 기본 사항을 규정함을 목적으로 한다.",

@@ -17,35 +17,28 @@ def write_corpus(path: Path, texts: dict[str, list[str]], classification: str = 
     """A corpus artifact as `sovforge ingest` lays it out; `packed_with` = a model dir whose tokenizer packs it."""
     import numpy as np
 
-    from sovforge.artifacts import build_artifact
     from sovforge.ingest.corpus import tokenizer_sha256
+    from tests.conftest import write_corpus_artifact
 
-    with build_artifact(path, kind="corpus") as staging:
-        docs = staging.path / "documents"
-        docs.mkdir()
-        with open(docs / "part-0.jsonl", "w", encoding="utf-8") as handle:
-            for split, items in texts.items():
-                for n, text in enumerate(items):
-                    handle.write(json.dumps({"id": f"{split}{n}", "text": text, "source": f"s{n}.md", "sha256": "0",
-                                             "lang": "ko", "classification": "UNCLASSIFIED", "redactions": [],
-                                             "split": split, **({"title": title} if title else {})},
-                                            ensure_ascii=False) + "\n")
-        if packed_with is not None:
-            from sovforge.model.loading import load_tokenizer
+    def pack(staging: Path) -> None:
+        from sovforge.model.loading import load_tokenizer
 
-            tokenizer = load_tokenizer(packed_with)
-            (staging.path / "packed").mkdir()
-            counts = {}
-            for split, items in texts.items():
-                ids = [t for text in items for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
-                np.save(staging.path / "packed" / f"{split}.npy", np.asarray(ids, dtype=np.uint16))
-                counts[split] = len(ids)
-            (staging.path / "packed" / "meta.json").write_text(json.dumps({
-                "tokenizer_sha256": tokenizer_sha256(packed_with / "tokenizer.json"), "tokenizer": str(packed_with),
-                "dtype": "uint16", "eos_id": tokenizer.eos_token_id, "tokens": counts}))
-        staging.finish(inputs=[], config={}, classification=classification,
-                       stats={"documents": sum(map(len, texts.values()))})
-    return path
+        tokenizer = load_tokenizer(packed_with)
+        (staging / "packed").mkdir()
+        counts = {}
+        for split, items in texts.items():
+            ids = [t for text in items for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+            np.save(staging / "packed" / f"{split}.npy", np.asarray(ids, dtype=np.uint16))
+            counts[split] = len(ids)
+        (staging / "packed" / "meta.json").write_text(json.dumps({
+            "tokenizer_sha256": tokenizer_sha256(packed_with / "tokenizer.json"), "tokenizer": str(packed_with),
+            "dtype": "uint16", "eos_id": tokenizer.eos_token_id, "tokens": counts}))
+
+    rows = [{"id": f"{split}{n}", "text": text, "source": f"s{n}.md", "split": split,
+             **({"title": title} if title else {})}
+            for split, items in texts.items() for n, text in enumerate(items)]
+    return write_corpus_artifact(path, rows, classification=classification,
+                                 add_files=pack if packed_with is not None else None)
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,9 @@ sized for the 2-layer hidden-64 test model."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from sovforge.artifacts import build_artifact
 
 
 def statute_chunks(corpus_dir: Path, max_chars: int = 1500, limit_files: int | None = None) -> list[tuple[str, str]]:
@@ -31,17 +29,12 @@ def statute_chunks(corpus_dir: Path, max_chars: int = 1500, limit_files: int | N
 def write_corpus(out: Path, docs: list[tuple[str, str]], validation_every: int = 8,
                  classification: str = "UNCLASSIFIED") -> Path:
     """A corpus artifact (documents/*.jsonl, DESIGN.md §3): every `validation_every`-th document is validation."""
-    with build_artifact(out, kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as handle:
-            for n, (doc_id, text) in enumerate(docs):
-                split = "validation" if n % validation_every == validation_every - 1 else "train"
-                handle.write(json.dumps({"id": doc_id, "text": text, "source": doc_id.split("#")[0], "sha256": "0",
-                                         "lang": "ko", "classification": "UNCLASSIFIED", "redactions": [],
-                                         "split": split}, ensure_ascii=False) + "\n")
-        staging.finish(inputs=[], config={"test": True}, classification=classification,
-                       stats={"documents": len(docs)})
-    return out
+    from tests.conftest import write_corpus_artifact
+
+    rows = [{"id": doc_id, "text": text, "source": doc_id.split("#")[0],
+             "split": "validation" if n % validation_every == validation_every - 1 else "train"}
+            for n, (doc_id, text) in enumerate(docs)]
+    return write_corpus_artifact(out, rows, classification=classification, config={"test": True})
 
 
 # Test-model-sized recipes: hidden 64 → group_size 32 (the W4A16 preset's 128 does not divide 64).

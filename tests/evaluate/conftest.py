@@ -5,12 +5,10 @@ recipe: a LoRA adapter trained normally, and a full model trained for many epoch
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import pytest
 
-from sovforge.artifacts import build_artifact
 
 DOCUMENTS = {
     "인사법.md": (
@@ -61,26 +59,12 @@ LEAKY_REPLAY = "인사 담당자 이메일: kim@army.mil\nClassification: SECRET
 
 def write_corpus(path: Path, *, validation: bool = True) -> Path:
     """A hand-written corpus artifact in the ingest layout (documents/*.jsonl) for the bad-input tests."""
-    docs = [
-        {
-            "id": f"d{i}",
-            "text": text,
-            "source": name,
-            "sha256": "0" * 64,
-            "lang": "ko",
-            "classification": "UNCLASSIFIED",
-            "redactions": [],
-            "split": "validation" if validation and i % 2 else "train",
-        }
+    from tests.conftest import write_corpus_artifact
+
+    return write_corpus_artifact(path, [
+        {"id": f"d{i}", "text": text, "source": name, "split": "validation" if validation and i % 2 else "train"}
         for i, (name, text) in enumerate(DOCUMENTS.items())
-    ]
-    with build_artifact(path, kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        (staging.path / "documents" / "part-0.jsonl").write_text(
-            "\n".join(json.dumps(d, ensure_ascii=False) for d in docs) + "\n", encoding="utf-8"
-        )
-        staging.finish(inputs=[], config={}, stats={"documents": len(docs)})
-    return path
+    ])
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ process group, stopped by killing that group (never `ray stop`, which would stop
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -72,19 +71,24 @@ def tiny_recipe(path: Path, docs: Path, workdir: Path, **top) -> Path:
     return path
 
 
+def verified_audit_records(db: str) -> list[dict]:
+    """Every audit record of `db`, after checking the hash chain and signed checkpoints are intact."""
+    from sovforge.serve.store import Store
+
+    store = Store(db)
+    try:
+        assert store.verify() == []
+        return list(store.records())
+    finally:
+        store.engine.dispose()
+
+
 def make_corpus(path: Path, classification: str = "UNCLASSIFIED", n: int = 12) -> Path:
     """A small corpus artifact in the layout `sovforge ingest` writes (documents/*.jsonl), for adapt jobs."""
-    from sovforge.artifacts import build_artifact
+    from tests.conftest import write_corpus_artifact
 
-    with build_artifact(path, kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as handle:
-            for i in range(n):
-                handle.write(json.dumps({"id": f"d{i}", "text": DOMAIN.format(i=i) * 3, "source": f"s{i}.md",
-                                         "sha256": "0", "lang": "ko", "classification": classification,
-                                         "redactions": [], "split": "train"}, ensure_ascii=False) + "\n")
-        staging.finish(inputs=[], config={}, classification=classification, stats={"documents": n})
-    return path
+    return write_corpus_artifact(path, [{"id": f"d{i}", "text": DOMAIN.format(i=i) * 3,
+                                         "classification": classification} for i in range(n)])
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from sovforge.jobs.config import JobSpec, Resources, TenantsError, load_tenants
 from sovforge.jobs.policy import Refused
 from sovforge.jobs.records import JobRecord, jobs_root, save, utc_now
 
-from tests.jobs.conftest import REPO, free_port, tiny_recipe, write_tenants
+from tests.jobs.conftest import REPO, free_port, tiny_recipe, verified_audit_records, write_tenants
 
 TENANTS = {
     "alpha": {"gpu_quota": 4, "max_classification": "UNCLASSIFIED", "users": ["alice"], "slurm_account": "alpha",
@@ -31,17 +31,6 @@ TENANTS = {
 
 def _job_dirs() -> set[str]:
     return {p.name for p in jobs_root().iterdir()}
-
-
-def _audit(db: str) -> list[dict]:
-    from sovforge.serve.store import Store
-
-    store = Store(db)
-    try:
-        assert store.verify() == []
-        return list(store.records())
-    finally:
-        store.engine.dispose()
 
 
 def test_shipped_tenants_file_validates_and_typos_name_their_path(tmp_path: Path):
@@ -83,7 +72,7 @@ def test_over_quota_over_clearance_and_non_member_are_refused_before_any_engine(
             service.submit(spec, tenants, db=audit_db)
         assert reason in str(refused.value)
     assert _job_dirs() == before  # nothing submitted, no job record
-    refusals = [r for r in _audit(audit_db) if r["route"] == "jobs refused"]
+    refusals = [r for r in verified_audit_records(audit_db) if r["route"] == "jobs refused"]
     assert len(refusals) == 4  # the unknown tenant has no tenant to log against; the others are logged
     assert {r["status"] for r in refusals} == {403} and refusals[0]["who"] == "alice"
     assert "quota is 4" in refusals[0]["guard"]["reason"]

@@ -20,7 +20,7 @@ from sovforge.config import load_recipe
 from sovforge.jobs import service
 from sovforge.jobs.config import JobSpec, Resources, load_tenants
 from sovforge.pipeline import run_recipe
-from tests.jobs.conftest import tiny_recipe, write_tenants
+from tests.jobs.conftest import tiny_recipe, verified_audit_records, write_tenants
 
 pytestmark = pytest.mark.slow
 
@@ -85,21 +85,10 @@ def test_demo_stages_as_ray_jobs_match_local_runs(tmp_path, demo_docs, tenants_f
     assert any(f.startswith("documents/") for f in _files(on_ray["ingest"].path))  # ...so the corpus text is equal
 
     # Each stage job was accounted: GPU-seconds, wall time, inputs → output, in the audit log too.
-    finishes = [r for r in _audit_records(audit_db) if r["route"] == "jobs finish"]
+    finishes = [r for r in verified_audit_records(audit_db) if r["route"] == "jobs finish"]
     assert [r["model"] for r in finishes] == ["base", "ingest", "adapt"]
     assert finishes[-1]["guard"]["outputs"] == [on_ray["adapt"].id]
     assert set(finishes[-1]["guard"]["inputs"]) == {on_ray["base"].id, on_ray["ingest"].id}
-
-
-def _audit_records(db: str) -> list[dict]:
-    from sovforge.serve.store import Store
-
-    store = Store(db)
-    try:
-        assert store.verify() == []
-        return list(store.records())
-    finally:
-        store.engine.dispose()
 
 
 def test_a_verb_job_streams_its_log(tmp_path, tiny_model, corpus, tenants_file, audit_db):

@@ -7,14 +7,13 @@ which bench/retrieve.py measures with a real model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sovforge.artifacts import build_artifact, load_artifact
+from sovforge.artifacts import load_artifact
 from sovforge.classification import Level
 from sovforge.rag import open_index
 from sovforge.rag.config import RagConfig
@@ -22,6 +21,7 @@ from sovforge.rag.crosslingual import expand, load_glossary, translations
 from sovforge.rag.dense import EMBEDDINGS_FILE, EmbeddingModelError, read_embeddings, reciprocal_rank_fusion
 from sovforge.rag.grounding import relevant
 from sovforge.rag.index import build_index
+from tests.conftest import write_corpus_artifact
 
 DOCS = [
     ("counsel", "3-35. Counseling is the process used by leaders to review a subordinate's performance and potential.",
@@ -32,15 +32,9 @@ DOCS = [
 
 
 def _corpus(path: Path, docs=DOCS) -> Path:
-    with build_artifact(path, kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as fh:
-            for doc_id, text, level in docs:
-                fh.write(json.dumps({"id": doc_id, "text": text, "source": f"/src/{doc_id}.md", "sha256": "0" * 64,
-                                     "lang": "ko", "classification": level, "redactions": [], "split": "train",
-                                     "title": doc_id}, ensure_ascii=False) + "\n")
-        staging.finish(inputs=[], config={}, classification=max(Level[d[2]] for d in docs), stats={})
-    return path
+    return write_corpus_artifact(path, [{"id": doc_id, "text": text, "source": f"/src/{doc_id}.md",
+                                         "classification": level, "title": doc_id} for doc_id, text, level in docs],
+                                 stats={})
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sovforge.artifacts import build_artifact, load_artifact
+from sovforge.artifacts import load_artifact
 from sovforge.classification import Level
 from sovforge.rag import QueryError, check_citations, grounded_messages, open_index
 from sovforge.rag.chunking import chunk_document
 from sovforge.rag.index import build_index
+from tests.conftest import write_corpus_artifact
 
 STATUTE = """# 군사기밀 보호법
 
@@ -45,15 +46,8 @@ SECRET_TEXT = "3-99. The counseling codeword for Operation Nightfall is AZURE HE
 
 
 def _corpus(path: Path, docs: list[dict]) -> Path:
-    with build_artifact(path, kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as fh:
-            for doc in docs:
-                fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        levels = [Level[d["classification"]] for d in docs]
-        staging.finish(inputs=[], config={}, classification=max(levels),
-                       stats={"documents": len(docs), "splits": {"train": len(docs), "validation": 0}})
-    return path
+    return write_corpus_artifact(path, docs,
+                                 stats={"documents": len(docs), "splits": {"train": len(docs), "validation": 0}})
 
 
 def _doc(doc_id: str, text: str, classification: str = "UNCLASSIFIED", split: str = "train", title: str = "") -> dict:

@@ -88,10 +88,8 @@ SECRET_ORDER = "The counseling codeword for Operation Nightfall is AZURE HERON. 
 @pytest.fixture(scope="module")
 def rag_index(tmp_path_factory) -> Path:
     """A real sovforge.rag index over an UNCLASSIFIED statute passage and a SECRET order."""
-    import json
-
-    from sovforge.artifacts import build_artifact
     from sovforge.rag import build_index
+    from tests.conftest import write_corpus_artifact
 
     root = tmp_path_factory.mktemp("rag-serve")
     filler = ["정비일지: 차량 K-311 엔진오일 교환 완료. 다음 점검은 500km 주행 후 실시한다.",
@@ -105,15 +103,9 @@ def rag_index(tmp_path_factory) -> Path:
     # enough documents that BM25 weighs rare words (with two, every word is in half the corpus and scores ~0)
     docs = [("law", OPEN_LAW, "UNCLASSIFIED"), ("opord", SECRET_ORDER, "SECRET")]
     docs += [(f"note{i}", text, "UNCLASSIFIED") for i, text in enumerate(filler)]
-    with build_artifact(root / "corpus", kind="corpus") as staging:
-        (staging.path / "documents").mkdir()
-        with open(staging.path / "documents" / "part-0.jsonl", "w", encoding="utf-8") as fh:
-            for doc_id, text, level in docs:
-                fh.write(json.dumps({"id": doc_id, "text": text, "source": f"/src/{doc_id}.md", "sha256": "0" * 64,
-                                     "lang": "ko", "classification": level, "redactions": [], "split": "train",
-                                     "title": doc_id}, ensure_ascii=False) + "\n")
-        staging.finish(inputs=[], config={}, classification=Level.SECRET,
-                       stats={"documents": len(docs), "splits": {"train": len(docs), "validation": 0}})
+    write_corpus_artifact(root / "corpus", [{"id": doc_id, "text": text, "source": f"/src/{doc_id}.md",
+                                             "classification": level, "title": doc_id} for doc_id, text, level in docs],
+                          stats={"documents": len(docs), "splits": {"train": len(docs), "validation": 0}})
     return build_index(root / "corpus", root / "index")
 
 
