@@ -1,4 +1,4 @@
-"""`.venv/bin/python bench/serve_load.py [--clients 8] [--seconds 60] [--rounds 6]`: gateway vs the backend directly.
+"""`.venv/bin/python bench/serve_load.py [--clients 8] [--seconds 60] [--rounds 6] [--pin]`: gateway vs the backend directly.
 
 Loopback only, bounded in time and count. Builds a tiny model (a 2-layer model measures only overhead, which is the
 point) and serves it with uvicorn on 127.0.0.1 (free port). Then, alternating in rounds so that a noisy shared machine
@@ -9,10 +9,12 @@ hits both paths alike:
 - backend: the same N concurrent requests, same prompt, same max_tokens, same batcher (`max_batch_size`, `batch_wait`),
   submitted straight to the backend from threads in the server process (no HTTP, no auth, no guard, no audit).
 Both paths generate exactly max_tokens tokens (greedy, `ignore_eos`), so every request does the same work.
-torch uses one thread for both paths, leaving the other core to the client process.
+torch uses one thread for both paths, leaving the other core to the client process; `--pin` makes that strict (server
+process on the first CPU, client process on the rest), so the client cannot take the server's CPU.
 Each path first runs with 1 client (the per-request overhead, no batching effects), then with N clients (throughput).
 Checks: zero errors, `audit verify` passes, audit record count == gateway request count. Prints p50/p99 latency,
-p50 time to the first streamed text, throughput and the gateway − backend p50 difference.
+p50 time to the first streamed text, throughput, rows per `generate` call (how well the batcher filled its batches)
+and the gateway − backend p50 difference.
 """
 
 from __future__ import annotations
@@ -137,11 +139,22 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--client", choices=("openai", "httpx"), default="openai",
                         help="load generator: the official openai client, or plain httpx reading the SSE lines")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the server process to the first CPU and the client process to the others (Linux): "
+                             "the load generator then cannot take CPU from the server it measures")
     parser.add_argument("--client-url", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--client-cpus", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client_url:
+        if args.client_cpus:
+            os.sched_setaffinity(0, [int(cpu) for cpu in args.client_cpus.split(",")])
         return client_main(args)
+    cpus = sorted(os.sched_getaffinity(0)) if args.pin else []
+    if args.pin and len(cpus) < 2:
+        parser.error("--pin needs at least 2 CPUs")
+    if args.pin:
+        os.sched_setaffinity(0, cpus[:1])  # before torch starts its threads
 
     import torch
     import uvicorn
@@ -180,7 +193,8 @@ def main() -> int:
         env = {**os.environ, "SOVFORGE_BENCH_KEY": key}
         out = subprocess.run([sys.executable, __file__, "--client-url", f"http://127.0.0.1:{port}/v1",
                               "--model", app.state.model_id, "--clients", str(clients), "--seconds", str(seconds),
-                              "--max-tokens", str(args.max_tokens), "--client", args.client], env=env,
+                              "--max-tokens", str(args.max_tokens), "--client", args.client,
+                              *(["--client-cpus", ",".join(map(str, cpus[1:]))] if args.pin else [])], env=env,
                              capture_output=True, text=True,
                              timeout=seconds + 120)
         if out.returncode != 0:
@@ -196,8 +210,10 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, run in (("gateway", gateway_round), ("backend", lambda c, s: drive(c, s, direct))):
                 cpu = time.process_time()  # this (server) process, all threads; the gateway's client is elsewhere
+                batches = backend.batches_run
                 lat, firsts, err = run(clients, per_round)
-                acc = results.setdefault((name, clients), [[], [], 0, 0.0, 0.0])
+                acc = results.setdefault((name, clients), [[], [], 0, 0.0, 0.0, 0])
+                acc[5] += backend.batches_run - batches
                 acc[0] += lat
                 acc[1] += firsts
                 acc[2] += err
@@ -211,16 +227,17 @@ def main() -> int:
     gateway_requests = sum(len(v[0]) + v[2] for (name, _), v in results.items() if name == "gateway")
     records = sum(1 for r in store.records() if r["seq"] > before and r["route"] == "/v1/chat/completions")
     print(f"client={args.client} max_tokens={args.max_tokens} rounds={args.rounds} cpu_count={os.cpu_count()} "
+          f"pinned={'server CPU %d, client CPUs %s' % (cpus[0], cpus[1:]) if args.pin else 'no'} "
           f"load_avg={os.getloadavg()[0]:.1f} (tiny 2-layer model: measures overhead only)")
     print(f"{'path':<9}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'1st-text p50':>14}"
-          f"{'req/s':>8}{'server CPU ms/req':>19}")
+          f"{'req/s':>8}{'server CPU ms/req':>19}{'rows/batch':>12}")
     ok = not problems and records == gateway_requests
-    for (name, clients), (lat, firsts, err, secs, cpu) in sorted(results.items(),
+    for (name, clients), (lat, firsts, err, secs, cpu, batches) in sorted(results.items(),
                                                                  key=lambda kv: (kv[0][1], kv[0][0])):
         ok = ok and err == 0 and bool(lat)
         print(f"{name:<9}{clients:>8}{len(lat):>10}{err:>8}{1000 * percentile(lat, .5):>9.1f}"
               f"{1000 * percentile(lat, .99):>9.1f}{1000 * percentile(firsts, .5):>14.1f}{len(lat) / secs:>8.2f}"
-              f"{1000 * cpu / max(len(lat), 1):>19.2f}")
+              f"{1000 * cpu / max(len(lat), 1):>19.2f}{len(lat) / max(batches, 1):>12.2f}")
     for clients in (1, args.clients):
         gw, be = results[("gateway", clients)], results[("backend", clients)]
         if gw[0] and be[0]:

@@ -73,6 +73,40 @@ def test_concurrent_requests_are_batched(gateway):
     assert backend.batches_run - before < 6  # at least two requests shared one generate call
 
 
+def test_a_batch_waits_while_requests_keep_arriving(tiny_model):
+    """Arrivals spaced under one `batch_wait` gap share a batch even when they span more than one gap; the wait
+    is capped, so a steady trickle still starts batches (see TransformersBackend._collect)."""
+    import time
+
+    from sovforge.serve.backend import Job, TransformersBackend
+
+    backend = TransformersBackend(tiny_model, device="cpu", max_batch_size=8, batch_wait_ms=250)
+    try:
+        ids = backend.encode("batch me")
+
+        def run(count: int, spacing: float) -> tuple[int, list[int]]:
+            before, lengths = backend.batches_run, []
+
+            def call() -> None:
+                lengths.append(len(list(backend.submit(Job(list(ids), 3, 0.0, ignore_eos=True)))))
+
+            threads = []
+            for _ in range(count):
+                threads.append(threading.Thread(target=call))
+                threads[-1].start()
+                time.sleep(spacing)
+            for t in threads:
+                t.join()
+            return backend.batches_run - before, lengths
+
+        batches, lengths = run(3, 0.15)  # arrivals at 0, 150, 300 ms: a fixed 250-ms window would split them
+        assert lengths == [3, 3, 3] and batches == 1
+        batches, lengths = run(6, 0.2)  # 0..1000 ms: more than the 750-ms cap, so not one batch
+        assert lengths == [3] * 6 and batches >= 2
+    finally:
+        backend.close()
+
+
 def test_every_request_is_audited_and_chain_verifies(gateway):
     client, keys, store, app = gateway
     before = store.count()

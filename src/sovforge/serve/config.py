@@ -30,7 +30,7 @@ class ServeConfig(StrictModel):
     max_batch_size: int = 8
     """Most concurrent requests merged into one `generate` call."""
     batch_wait_ms: float = 5.0
-    """How long the batcher waits for more requests before starting a batch."""
+    """The batcher starts a batch once no request has arrived for this long (at most 3 such gaps after the first)."""
     report: Path | None = None
     """Evaluation report artifact; the served model must be its promoted candidate."""
     force_unpromoted: bool = False
