@@ -142,6 +142,8 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true",
                         help="pin the server process to the first CPU and the client process to the others (Linux): "
                              "the load generator then cannot take CPU from the server it measures")
+    parser.add_argument("--backend", choices=("transformers", "transformers-process"), default="transformers",
+                        help="the model in the server process, or in a child process of its own")
     parser.add_argument("--client-url", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--client-cpus", help=argparse.SUPPRESS)
@@ -153,14 +155,15 @@ def main() -> int:
     cpus = sorted(os.sched_getaffinity(0)) if args.pin else []
     if args.pin and len(cpus) < 2:
         parser.error("--pin needs at least 2 CPUs")
-    if args.pin:
-        os.sched_setaffinity(0, cpus[:1])  # before torch starts its threads
+    in_process = args.backend == "transformers"
+    if args.pin:  # before torch starts its threads, which inherit this
+        os.sched_setaffinity(0, cpus[:1] if in_process else cpus[1:])
 
     import torch
     import uvicorn
 
     from sovforge.serve.app import create_app
-    from sovforge.serve.backend import Job
+    from sovforge.serve.backend import Job, make_backend
     from sovforge.serve.config import ServeConfig
 
     torch.set_num_threads(1)
@@ -168,8 +171,23 @@ def main() -> int:
     os.environ["SOVFORGE_HOME"] = str(tmp / "home")
     model = build_model(tmp)
     cfg = ServeConfig(model=model, state_dir=tmp / "state", force_unpromoted=True, requests_per_minute=10**6,
-                      tokens_per_day=10**9, max_concurrent=args.clients, max_batch_size=args.clients)
-    app = create_app(cfg)
+                      tokens_per_day=10**9, max_concurrent=args.clients, max_batch_size=args.clients,
+                      backend=args.backend)
+    engine = make_backend(args.backend, model, device="cpu", max_batch_size=args.clients,
+                          **({} if in_process else {"threads": 1}))
+    worker_pid = getattr(engine, "worker_pid", None)
+    if args.pin and worker_pid:  # the model process gets the first CPU to itself, every one of its threads
+        for tid in os.listdir(f"/proc/{worker_pid}/task"):
+            os.sched_setaffinity(int(tid), cpus[:1])
+
+    def server_cpu() -> float:
+        """CPU seconds of the server: this process (all threads) plus the model process when there is one."""
+        if worker_pid is None:
+            return time.process_time()
+        fields = Path(f"/proc/{worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return time.process_time() + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    app = create_app(cfg, backend=engine)
     key = app.state.store.create_key("bench")[1]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -209,7 +227,7 @@ def main() -> int:
         per_round = seconds / args.rounds
         for _ in range(args.rounds):
             for name, run in (("gateway", gateway_round), ("backend", lambda c, s: drive(c, s, direct))):
-                cpu = time.process_time()  # this (server) process, all threads; the gateway's client is elsewhere
+                cpu = server_cpu()  # the gateway's client is in its own process, not counted
                 batches = backend.batches_run
                 lat, firsts, err = run(clients, per_round)
                 acc = results.setdefault((name, clients), [[], [], 0, 0.0, 0.0, 0])
@@ -218,16 +236,18 @@ def main() -> int:
                 acc[1] += firsts
                 acc[2] += err
                 acc[3] += per_round
-                acc[4] += time.process_time() - cpu
+                acc[4] += server_cpu() - cpu
     server.should_exit = True
     thread.join(timeout=60)
+    engine.close()
     store = app.state.store
-    records = store.count() - before
+    pinning = (f"server CPU {cpus[0]}, client CPUs {cpus[1:]}" if in_process else
+               f"model process CPU {cpus[0]}, gateway + client CPUs {cpus[1:]}") if args.pin else ""
     problems = store.verify()
     gateway_requests = sum(len(v[0]) + v[2] for (name, _), v in results.items() if name == "gateway")
     records = sum(1 for r in store.records() if r["seq"] > before and r["route"] == "/v1/chat/completions")
     print(f"client={args.client} max_tokens={args.max_tokens} rounds={args.rounds} cpu_count={os.cpu_count()} "
-          f"pinned={'server CPU %d, client CPUs %s' % (cpus[0], cpus[1:]) if args.pin else 'no'} "
+          f"backend={args.backend} pinned={pinning if args.pin else 'no'} "
           f"load_avg={os.getloadavg()[0]:.1f} (tiny 2-layer model: measures overhead only)")
     print(f"{'path':<9}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'1st-text p50':>14}"
           f"{'req/s':>8}{'server CPU ms/req':>19}{'rows/batch':>12}")

@@ -1,5 +1,6 @@
-"""Generation backends for `sovforge serve MODEL [--backend transformers|vllm]`: transformers with request batching
-(default, CPU or GPU) and vLLM (CUDA only, see `sovforge.serve.vllm`).
+"""Generation backends for `sovforge serve MODEL [--backend transformers|transformers-process|vllm]`: transformers
+with request batching (default, CPU or GPU), the same in a child process (`sovforge.serve.worker`) and vLLM (CUDA
+only, see `sovforge.serve.vllm`).
 
 The batcher: requests land on a queue; one worker thread takes the first, collects more with the same sampling
 settings until no request has arrived for `batch_wait_ms` (see `_collect`), left-pads them into one `generate` call,
@@ -155,6 +156,19 @@ class TokenizerPrompts:
     so both count and render prompt tokens identically (quotas and max_tokens checks agree)."""
 
     tokenizer: Any
+    max_positions: int
+
+    def _check_room(self, job: Job) -> None:
+        """ValueError when the prompt leaves no room; otherwise cut max_tokens to what fits."""
+        room = self.max_positions - len(job.prompt_ids)
+        if room <= 0:
+            raise ValueError(f"prompt is {len(job.prompt_ids)} tokens; this model takes at most {self.max_positions}")
+        job.max_tokens = max(1, min(job.max_tokens, room))
+
+    def _check_rows(self, rows: list[list[int]]) -> None:
+        for row in rows:
+            if len(row) > self.max_positions:
+                raise ValueError(f"row is {len(row)} tokens; this model takes at most {self.max_positions}")
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -204,12 +218,6 @@ class TransformersBackend(TokenizerPrompts):
         return self.queue.qsize() + len(self._pending)
 
     # ------------------------------------------------------------------------------------ generation
-    def _check_room(self, job: Job) -> None:
-        room = self.max_positions - len(job.prompt_ids)
-        if room <= 0:
-            raise ValueError(f"prompt is {len(job.prompt_ids)} tokens; this model takes at most {self.max_positions}")
-        job.max_tokens = max(1, min(job.max_tokens, room))
-
     def submit(self, job: Job) -> Iterator[int]:
         """Queue `job`; iterate its new token ids (blocking) until it ends. Raises what the worker raised."""
         self._check_room(job)
@@ -245,9 +253,7 @@ class TransformersBackend(TokenizerPrompts):
 
     async def score(self, rows: list[list[int]], top_n: int) -> list[RowScore]:
         """Teacher-forced log-probabilities of every token of every row (one forward pass, batched)."""
-        for row in rows:
-            if len(row) > self.max_positions:
-                raise ValueError(f"row is {len(row)} tokens; this model takes at most {self.max_positions}")
+        self._check_rows(rows)
         work = ScoreJob(rows=rows, top_n=top_n)
         work.attach()
         self.queue.put(work)
@@ -429,8 +435,12 @@ def make_backend(kind: str, model_path: Path, **kwargs: Any) -> Any:
     """The backend named `kind` for the model at `model_path`; BackendError with a clear reason when it cannot run."""
     if kind == "transformers":
         return TransformersBackend(model_path, **kwargs)
+    if kind == "transformers-process":
+        from sovforge.serve.worker import ProcessBackend
+
+        return ProcessBackend(model_path, **kwargs)
     if kind == "vllm":
         from sovforge.serve.vllm import VllmBackend
 
         return VllmBackend(model_path, **{k: v for k, v in kwargs.items() if k in VllmBackend.OPTIONS})
-    raise BackendError(f"unknown backend {kind!r} (transformers or vllm)")
+    raise BackendError(f"unknown backend {kind!r} (transformers, transformers-process or vllm)")

@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
         db: Annotated[Optional[str], _DB] = None,
         table_prefix: Annotated[str, _PREFIX] = "sf_",
-        backend: Annotated[str, typer.Option(help="transformers or vllm (vllm needs CUDA).")] = "transformers",
+        backend: Annotated[str, typer.Option(help="transformers, transformers-process (the model in a child process) "
+                                                  "or vllm (needs CUDA).")] = "transformers",
         device: Annotated[Optional[str], typer.Option(help="Torch device (default cuda if present, else cpu).")] = None,
         report: Annotated[Optional[Path], typer.Option(help="Evaluation report; model must be its promoted candidate.")] = None,
         force_unpromoted: Annotated[bool, typer.Option(help="Serve without a report / unpromoted (logged).")] = False,

@@ -23,8 +23,9 @@ class ServeConfig(StrictModel):
     """Prefix of every table name (lets several gateways, or test runs, share one database)."""
     state_dir: Path | None = None
     """Where the SQLite file and the key pepper live; default $SOVFORGE_HOME/serve."""
-    backend: Literal["transformers", "vllm"] = "transformers"
-    """Generation backend: transformers (CPU/GPU, batched) or vllm (needs CUDA and vllm installed)."""
+    backend: Literal["transformers", "transformers-process", "vllm"] = "transformers"
+    """Generation backend: transformers (CPU/GPU, batched), the same in its own process (the model's decoding does
+    not share the gateway's interpreter), or vllm (needs CUDA and vllm installed)."""
     device: str | None = None
     """Torch device for the transformers backend; default cuda when available, else cpu."""
     max_batch_size: int = 8

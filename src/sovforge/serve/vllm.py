@@ -167,10 +167,7 @@ class VllmBackend(TokenizerPrompts):
         return body
 
     async def stream(self, job: Job) -> AsyncIterator[int]:
-        room = self.max_positions - len(job.prompt_ids)
-        if room <= 0:
-            raise ValueError(f"prompt is {len(job.prompt_ids)} tokens; this model takes at most {self.max_positions}")
-        job.max_tokens = max(1, min(job.max_tokens, room))
+        self._check_room(job)
         self.inflight += 1
         loop = asyncio.get_running_loop()
         deadline = job.deadline if job.deadline is not None else loop.time() + 86400
