@@ -181,7 +181,60 @@ class TokenizerPrompts:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-class TransformersBackend(TokenizerPrompts):
+class BatcherClient(TokenizerPrompts):
+    """submit/stream/score over a batcher's work queue, wherever the batcher runs: in this process
+    (`TransformersBackend`) or in a child process (`sovforge.serve.worker.ProcessBackend`). Only `_enqueue` (hand a
+    unit of work over) and `_abandon` (the consumer stopped listening) differ."""
+
+    def _enqueue(self, work: _Work) -> None:
+        raise NotImplementedError
+
+    def _abandon(self, work: _Work) -> None:
+        work.cancelled = True  # the batcher drops the row at its next step
+
+    def submit(self, job: Job) -> Iterator[int]:
+        """Queue `job`; iterate its new token ids (blocking) until it ends. Raises what the worker raised."""
+        self._check_room(job)
+        self._enqueue(job)
+        try:
+            while (item := job.out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._abandon(job)
+
+    async def stream(self, job: Job) -> AsyncIterator[int]:
+        """Queue `job`; yield its new token ids inside the caller's event loop; cancels the row when abandoned."""
+        self._check_room(job)
+        job.attach()
+        # one timer for the whole request instead of a timeout scope around every token's wait
+        timer = None if job.deadline is None else job.loop.call_at(
+            job.deadline, job.inbox.put_nowait, TimeoutError("generation timed out"))
+        self._enqueue(job)
+        try:
+            while (item := await job.inbox.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._abandon(job)  # abandoned (client gone, timeout) or finished: nothing more is wanted
+            if timer is not None:
+                timer.cancel()
+
+    async def score(self, rows: list[list[int]], top_n: int) -> list[RowScore]:
+        """Teacher-forced log-probabilities of every token of every row (one forward pass, batched)."""
+        self._check_rows(rows)
+        work = ScoreJob(rows=rows, top_n=top_n)
+        work.attach()
+        self._enqueue(work)
+        item = await work.inbox.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class TransformersBackend(BatcherClient):
     """A local model served with batched `generate` calls on one worker thread."""
 
     name = "transformers"
@@ -218,49 +271,8 @@ class TransformersBackend(TokenizerPrompts):
         return self.queue.qsize() + len(self._pending)
 
     # ------------------------------------------------------------------------------------ generation
-    def submit(self, job: Job) -> Iterator[int]:
-        """Queue `job`; iterate its new token ids (blocking) until it ends. Raises what the worker raised."""
-        self._check_room(job)
-        self.queue.put(job)
-        while True:
-            item = job.out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def stream(self, job: Job) -> AsyncIterator[int]:
-        """Queue `job`; yield its new token ids inside the caller's event loop; cancels the row when abandoned."""
-        self._check_room(job)
-        job.attach()
-        # one timer for the whole request instead of a timeout scope around every token's wait
-        timer = None if job.deadline is None else job.loop.call_at(
-            job.deadline, job.inbox.put_nowait, TimeoutError("generation timed out"))
-        self.queue.put(job)
-        try:
-            while True:
-                item = await job.inbox.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            job.cancelled = True  # the worker drops the row at its next step
-            if timer is not None:
-                timer.cancel()
-
-    async def score(self, rows: list[list[int]], top_n: int) -> list[RowScore]:
-        """Teacher-forced log-probabilities of every token of every row (one forward pass, batched)."""
-        self._check_rows(rows)
-        work = ScoreJob(rows=rows, top_n=top_n)
-        work.attach()
+    def _enqueue(self, work: _Work) -> None:
         self.queue.put(work)
-        item = await work.inbox.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
     def _collect(self, first: _Work) -> tuple[list[_Work], list[_Work | None]]:
         """The batch that starts with `first`: more work with the same settings until the queue has been quiet for

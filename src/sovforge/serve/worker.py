@@ -32,9 +32,9 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, AsyncIterator, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
-from sovforge.serve.backend import (_END, BackendError, Job, RowScore, ScoreJob, TokenizerPrompts,
+from sovforge.serve.backend import (_END, BackendError, BatcherClient, Job, RowScore, ScoreJob,
                                     TransformersBackend, _deliver, _Work)
 
 _HEADER = struct.Struct(">I")
@@ -128,7 +128,7 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ the gateway side
-class ProcessBackend(TokenizerPrompts):
+class ProcessBackend(BatcherClient):
     """The interface of `TransformersBackend` (encode/decode/stream/submit/score/close) over a child process."""
 
     name = "transformers-process"
@@ -145,9 +145,10 @@ class ProcessBackend(TokenizerPrompts):
                    str(max_batch_size), "--batch-wait-ms", str(batch_wait_ms)]
         command += ["--device", device] if device else []
         command += ["--threads", str(threads)] if threads else []
-        self.log_path = Path(tempfile.mkstemp(prefix="sovforge-worker-", suffix=".log")[1])
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+        handle, name = tempfile.mkstemp(prefix="sovforge-worker-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(handle, "wb") as log_file:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                             start_new_session=True)
         self.worker_pid = self.process.pid
         self._ready: dict[str, Any] = {}
@@ -188,9 +189,13 @@ class ProcessBackend(TokenizerPrompts):
                 if kind == "t":
                     pairs.append((work, rest[0]))
                     continue
-                del self._pending[wire]
-                pairs.append((work, _END if kind == "end" else [RowScore(**row) for row in rest[0]] if kind == "score"
-                              else (ValueError if rest[0] == "ValueError" else BackendError)(rest[1])))
+                del self._pending[wire]  # its last item
+                if kind == "end":
+                    pairs.append((work, _END))
+                elif kind == "score":
+                    pairs.append((work, [RowScore(**row) for row in rest[0]]))
+                else:  # "err": the exception the batcher raised, as the in-process backend would raise it
+                    pairs.append((work, (ValueError if rest[0] == "ValueError" else BackendError)(rest[1])))
             _deliver(pairs)
         self.process.wait()
         if self._started.is_set() and not self._closing:  # callers get the exit code; the log gets the last lines
@@ -214,56 +219,23 @@ class ProcessBackend(TokenizerPrompts):
                 self._pending.pop(wire, None)
                 raise BackendError(f"the model process is gone ({exc})") from None
 
-    def _cancel(self, work: _Work) -> None:
+    def _abandon(self, work: _Work) -> None:
+        """The consumer stopped listening (finished, client gone, timeout): the child drops the row at its next step."""
+        wire = getattr(work, "wire_id", None)
         with self._lock:
-            if work.wire_id in self._pending and self.dead is None:  # type: ignore[attr-defined]
+            if wire in self._pending and self.dead is None:
                 try:
-                    write_frame(self.process.stdin, {"op": "cancel", "id": work.wire_id})  # type: ignore[attr-defined]
+                    write_frame(self.process.stdin, {"op": "cancel", "id": wire})
                 except (BrokenPipeError, ValueError, OSError):
                     pass
 
-    def _gen(self, job: Job) -> dict[str, Any]:
-        self._check_room(job)
-        return {"op": "gen", "prompt": list(job.prompt_ids), "max_tokens": job.max_tokens,
-                "temperature": job.temperature, "top_p": job.top_p, "seed": job.seed, "ignore_eos": job.ignore_eos}
-
-    # ---------------------------------------------------------------------------------- the backend interface
-    def submit(self, job: Job) -> Iterator[int]:
-        """Blocking: iterate the job's new token ids (benchmarks and tests)."""
-        self._send(job, self._gen(job))
-        try:
-            while (item := job.out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self._cancel(job)
-
-    async def stream(self, job: Job) -> AsyncIterator[int]:
-        message = self._gen(job)
-        job.attach()
-        timer = None if job.deadline is None else job.loop.call_at(
-            job.deadline, job.inbox.put_nowait, TimeoutError("generation timed out"))
-        self._send(job, message)
-        try:
-            while (item := await job.inbox.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self._cancel(job)  # abandoned (client gone, timeout): the worker drops the row at its next step
-            if timer is not None:
-                timer.cancel()
-
-    async def score(self, rows: list[list[int]], top_n: int) -> list[RowScore]:
-        self._check_rows(rows)
-        work = ScoreJob(rows=rows, top_n=top_n)
-        work.attach()
-        self._send(work, {"op": "score", "rows": rows, "top_n": top_n})
-        item = await work.inbox.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def _enqueue(self, work: Job | ScoreJob) -> None:
+        if isinstance(work, ScoreJob):
+            self._send(work, {"op": "score", "rows": work.rows, "top_n": work.top_n})
+        else:
+            self._send(work, {"op": "gen", "prompt": list(work.prompt_ids), "max_tokens": work.max_tokens,
+                              "temperature": work.temperature, "top_p": work.top_p, "seed": work.seed,
+                              "ignore_eos": work.ignore_eos})
 
     def queue_depth(self) -> int:
         """Requests in the model process (queued or being generated)."""
