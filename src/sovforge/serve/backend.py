@@ -281,8 +281,8 @@ class TransformersBackend(BatcherClient):
         The quiet gap restarts at every arrival. Requests that come through the gateway do not arrive together, even
         when their clients send them at once: the event loop finishes the last batch's streams and then parses,
         authenticates and screens the next requests one after another. A fixed window from the first arrival split
-        those requests over two `generate` calls (6.5 rows per batch instead of 8 with 8 clients in bench/serve_load.py).
-        A lone request still waits only one gap.
+        those requests over two `generate` calls (6.40 rows per batch instead of 8 with 8 clients in
+        bench/serve_load.py). A lone request still waits only one gap.
         """
         batch, others = [first], []
         started = time.monotonic()
